@@ -1,0 +1,28 @@
+# attnkit developer commands. `make test` is the README's test command and what CI runs.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: install test demo bench lint
+
+install: $(VENV)/.installed
+
+# The CPU build of torch is installed first: a bare `torch` requirement would pull a CUDA build.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+test: install
+	$(PY) -m pytest
+
+demo: install
+	$(VENV)/bin/attnkit train
+
+bench: install
+	$(PY) benchmarks/attention.py --quick
+
+lint: install
+	$(VENV)/bin/ruff check src tests benchmarks

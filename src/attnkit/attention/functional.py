@@ -1,0 +1,169 @@
+"""Masked softmax and scaled dot-product attention (fused SDPA path and plain-math path).
+
+Both paths compute ``softmax(Q K^T * scale + bias, masked) V`` and must agree (tested). The fused
+path calls :func:`torch.nn.functional.scaled_dot_product_attention` and never materialises the
+(L, S) weight matrix; the math path does, and is used only when the weights are requested.
+
+Where attnkit deliberately differs from the course's code: a query row whose keys are *all* masked
+gets zero weights (and a zero output), not the uniform weights the course's ``-1e6`` fill gives,
+and not the NaN that PyTorch's SDPA returns.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from attnkit.attention.masks import padding_mask
+
+__all__ = ["masked_softmax", "attention", "broadcast_valid_lens"]
+
+
+def broadcast_valid_lens(valid_lens: Tensor, scores_shape: torch.Size) -> Tensor:
+    """Turn the course's ``valid_lens`` into a bool mask broadcastable to ``scores_shape``.
+
+    Args:
+        valid_lens: (B,) one length per batch row, or (B, Q) one per query row.
+        scores_shape: shape of the scores, (B, ..., Q, K); any middle axes (e.g. heads) broadcast.
+
+    Returns:
+        bool mask of shape (B, 1.., 1, K) or (B, 1.., Q, K), True = real key.
+    """
+    batch, num_keys = scores_shape[0], scores_shape[-1]
+    if valid_lens.shape[0] != batch:
+        raise ValueError(
+            f"valid_lens has batch size {valid_lens.shape[0]} but scores {tuple(scores_shape)} "
+            f"have batch size {batch}"
+        )
+    if valid_lens.dim() == 2 and valid_lens.shape[1] != scores_shape[-2]:
+        raise ValueError(
+            f"valid_lens of shape {tuple(valid_lens.shape)} must be (B,) or (B, Q) with "
+            f"Q={scores_shape[-2]} for scores {tuple(scores_shape)}"
+        )
+    mask = padding_mask(valid_lens, num_keys)  # (B, K) or (B, Q, K)
+    if valid_lens.dim() == 1:
+        mask = mask.unsqueeze(-2)  # (B, 1, K)
+    middle = len(scores_shape) - 3
+    return mask.reshape(batch, *([1] * middle), *mask.shape[1:])  # (B, 1.., Q|1, K)
+
+
+def _combine(mask: Tensor | None, valid_lens: Tensor | None, shape: torch.Size) -> Tensor | None:
+    """AND together an explicit bool mask and a valid_lens mask; either may be None."""
+    if mask is not None and mask.dtype != torch.bool:
+        raise ValueError(
+            f"mask must be a bool tensor (True = may attend), got dtype {mask.dtype}; "
+            "to add a float bias use attn_bias"
+        )
+    if valid_lens is not None:
+        lens_mask = broadcast_valid_lens(valid_lens.to(device=_device(mask, valid_lens)), shape)
+        mask = lens_mask if mask is None else mask & lens_mask
+    return mask
+
+
+def _device(mask: Tensor | None, other: Tensor) -> torch.device:
+    return mask.device if mask is not None else other.device
+
+
+def masked_softmax(
+    scores: Tensor, valid_lens: Tensor | None = None, mask: Tensor | None = None
+) -> Tensor:
+    """Softmax over the last axis, giving exactly zero weight to masked positions.
+
+    Args:
+        scores: (B, ..., Q, K) attention scores.
+        valid_lens: (B,) or (B, Q) number of real keys; keys at positions >= the length are masked
+            (the course's convention).
+        mask: bool tensor broadcastable to ``scores``, True = may attend.
+
+    Returns:
+        (B, ..., Q, K) weights; each row sums to 1 over unmasked keys, masked keys get exactly 0,
+        and a row with no unmasked key is all zeros (not NaN, not uniform).
+    """
+    mask = _combine(mask, valid_lens, scores.shape)
+    if mask is None:
+        return torch.softmax(scores, dim=-1)
+    filled = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    return torch.softmax(filled, dim=-1) * mask  # zero for masked keys and empty rows
+
+
+def attention(
+    queries: Tensor,
+    keys: Tensor,
+    values: Tensor,
+    mask: Tensor | None = None,
+    valid_lens: Tensor | None = None,
+    attn_bias: Tensor | None = None,
+    is_causal: bool = False,
+    dropout_p: float = 0.0,
+    scale: float | None = None,
+    need_weights: bool = False,
+) -> tuple[Tensor, Tensor | None]:
+    """Scaled dot-product attention with one mask convention and safe empty rows.
+
+    Args:
+        queries: (B, ..., L, Dk).
+        keys: (B, ..., S, Dk).
+        values: (B, ..., S, Dv).
+        mask: bool, broadcastable to (B, ..., L, S); True = may attend.
+        valid_lens: (B,) or (B, L) key lengths (combined with ``mask``).
+        attn_bias: float additive bias broadcastable to (B, ..., L, S) (e.g. ALiBi).
+        is_causal: add a bottom-right-aligned future mask.
+        dropout_p: dropout on the weights (pass 0.0 in eval mode).
+        scale: score scale, default ``1 / sqrt(Dk)``.
+        need_weights: compute and return the (B, ..., L, S) weights (math path); otherwise the fused
+            SDPA kernel is used and the weights are not materialised.
+
+    Returns:
+        ``(output (B, ..., L, Dv), weights (B, ..., L, S) or None)``. Returned weights are taken
+        before dropout.
+    """
+    if queries.shape[-1] != keys.shape[-1]:
+        raise ValueError(
+            f"queries and keys need the same feature size, got {tuple(queries.shape)} and "
+            f"{tuple(keys.shape)}"
+        )
+    if keys.shape[-2] != values.shape[-2]:
+        raise ValueError(
+            f"keys and values need the same length, got {tuple(keys.shape)} and "
+            f"{tuple(values.shape)}"
+        )
+    query_len, key_len = queries.shape[-2], keys.shape[-2]
+    scale = 1.0 / math.sqrt(queries.shape[-1]) if scale is None else scale
+    scores_shape = torch.Size((*queries.shape[:-1], key_len))
+    mask = _combine(mask, valid_lens, scores_shape)
+    if is_causal and (mask is not None or need_weights or query_len != key_len
+                      or attn_bias is not None):
+        future = torch.ones(query_len, key_len, dtype=torch.bool, device=queries.device)
+        future = future.tril(diagonal=key_len - query_len)  # (L, S)
+        mask = future if mask is None else mask & future
+        is_causal = False
+
+    if need_weights:
+        scores = torch.matmul(queries, keys.transpose(-2, -1)) * scale  # (B, .., L, S)
+        if attn_bias is not None:
+            scores = scores + attn_bias
+        weights = masked_softmax(scores, mask=mask)
+        dropped = F.dropout(weights, p=dropout_p) if dropout_p > 0 else weights
+        return torch.matmul(dropped, values), weights  # (B, .., L, Dv)
+
+    row_has_key = None
+    sdpa_mask: Tensor | None = mask
+    if mask is not None:
+        # SDPA returns NaN for a fully masked row; open such rows, then zero their output.
+        row_has_key = mask.any(dim=-1, keepdim=True)  # (B, .., L|1, 1)
+        sdpa_mask = mask | ~row_has_key
+    if attn_bias is not None:
+        bias = attn_bias.to(queries.dtype)
+        if sdpa_mask is not None:
+            bias = bias.masked_fill(~sdpa_mask, float("-inf"))
+        sdpa_mask = bias
+    out = F.scaled_dot_product_attention(
+        queries, keys, values, attn_mask=sdpa_mask, dropout_p=dropout_p, is_causal=is_causal,
+        scale=scale,
+    )  # (B, .., L, Dv)
+    if row_has_key is not None:
+        out = out * row_has_key.to(out.dtype)
+    return out, None

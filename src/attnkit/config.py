@@ -1,0 +1,289 @@
+"""Configuration: frozen, validated dataclasses, stored in every checkpoint.
+
+Every config is a frozen dataclass checked in ``__post_init__``. Configs load from dicts (TOML or
+JSON files) where unknown keys are errors, and take command-line overrides such as
+``--set model.num_encoder_layers=2`` through :func:`apply_overrides`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, TypeVar, get_type_hints
+
+try:  # Python >= 3.11
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+__all__ = [
+    "ConfigError",
+    "TransformerConfig",
+    "BahdanauConfig",
+    "DataConfig",
+    "TrainConfig",
+    "DecodeConfig",
+    "RunConfig",
+    "from_dict",
+    "to_dict",
+    "apply_overrides",
+    "load_config_file",
+]
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A configuration value or key is invalid; the message names the field and the fix."""
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+def _positive(obj: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        _check(value > 0, f"{type(obj).__name__}.{name} must be > 0, got {value}")
+
+
+def _probability(obj: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        _check(0.0 <= value < 1.0, f"{type(obj).__name__}.{name} must be in [0, 1), got {value}")
+
+
+def _choice(obj: Any, name: str, options: tuple[str, ...]) -> None:
+    value = getattr(obj, name)
+    _check(value in options, f"{type(obj).__name__}.{name} must be one of {options}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    """Encoder–decoder Transformer ("Attention Is All You Need"; base model: d_model 512, 8 heads,
+    ffn 2048, 6+6 layers, dropout 0.1)."""
+
+    src_vocab_size: int
+    tgt_vocab_size: int
+    d_model: int = 256
+    num_heads: int = 4
+    ffn_hidden: int = 1024
+    num_encoder_layers: int = 3
+    num_decoder_layers: int = 3
+    dropout: float = 0.1
+    attention_dropout: float = 0.0
+    max_len: int = 256
+    norm_first: bool = False
+    positional: str = "sinusoidal"
+    activation: str = "relu"
+    tie_embeddings: str = "decoder"
+    layer_norm_eps: float = 1e-5
+    pad_id: int = 0
+
+    def __post_init__(self) -> None:
+        _positive(self, "src_vocab_size", "tgt_vocab_size", "d_model", "num_heads", "ffn_hidden",
+                  "max_len")
+        _check(self.num_encoder_layers >= 1 and self.num_decoder_layers >= 1,
+               "TransformerConfig needs at least one encoder and one decoder layer")
+        _probability(self, "dropout", "attention_dropout")
+        _check(self.d_model % self.num_heads == 0,
+               f"TransformerConfig.d_model={self.d_model} is not divisible by "
+               f"num_heads={self.num_heads}")
+        _choice(self, "positional", ("sinusoidal", "learned", "rotary"))
+        _choice(self, "activation", ("relu", "gelu"))
+        _choice(self, "tie_embeddings", ("none", "decoder", "all"))
+        if self.tie_embeddings == "all":
+            _check(self.src_vocab_size == self.tgt_vocab_size,
+                   "tie_embeddings='all' needs a shared vocabulary (src_vocab_size == "
+                   "tgt_vocab_size); use tie_embeddings='decoder' or a shared tokenizer")
+
+
+@dataclass(frozen=True)
+class BahdanauConfig:
+    """GRU encoder–decoder with additive attention (the course's Bahdanau baseline)."""
+
+    src_vocab_size: int
+    tgt_vocab_size: int
+    embed_size: int = 256
+    num_hiddens: int = 256
+    num_layers: int = 2
+    dropout: float = 0.1
+    pad_id: int = 0
+
+    def __post_init__(self) -> None:
+        _positive(self, "src_vocab_size", "tgt_vocab_size", "embed_size", "num_hiddens",
+                  "num_layers")
+        _probability(self, "dropout")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where sentence pairs come from and how they are tokenized."""
+
+    source: str = "dates"
+    valid: str | None = None
+    tokenizer: str = "bpe"
+    vocab_size: int = 8000
+    shared_vocab: bool = True
+    min_freq: int = 2
+    lowercase: bool = True
+    max_len: int = 128
+    num_examples: int = 20000
+    valid_fraction: float = 0.05
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _choice(self, "tokenizer", ("word", "bpe", "unigram"))
+        _positive(self, "vocab_size", "min_freq", "max_len", "num_examples")
+        _probability(self, "valid_fraction")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation and run-control settings shared by every model."""
+
+    epochs: int = 10
+    max_tokens: int = 4096
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.9, 0.98)
+    weight_decay: float = 0.01
+    schedule: str = "inverse_sqrt"
+    warmup_steps: int = 400
+    label_smoothing: float = 0.1
+    clip_norm: float = 1.0
+    accum_steps: int = 1
+    seed: int = 0
+    time_budget: float | None = None
+    patience: int | None = None
+    keep_best: int = 3
+    eval_every: int | None = None
+    log_every: int = 50
+    device: str = "auto"
+    amp: bool = True
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        _positive(self, "epochs", "max_tokens", "lr", "accum_steps", "keep_best", "log_every")
+        _choice(self, "schedule", ("inverse_sqrt", "cosine", "constant"))
+        _probability(self, "label_smoothing")
+        _check(self.warmup_steps >= 0, f"TrainConfig.warmup_steps must be >= 0, got "
+               f"{self.warmup_steps}")
+        _check(self.clip_norm >= 0, f"TrainConfig.clip_norm must be >= 0, got {self.clip_norm}")
+        _check(self.time_budget is None or self.time_budget > 0,
+               f"TrainConfig.time_budget must be > 0 seconds, got {self.time_budget}")
+
+
+@dataclass(frozen=True)
+class DecodeConfig:
+    """Search settings. Length penalty: ``gnmt`` is ((5 + |y|) / 6) ** alpha (Wu et al. 2016);
+    ``average`` divides the log-probability by |y| ** alpha (alpha = 1: per-token average)."""
+
+    beam_size: int = 4
+    n_best: int = 1
+    length_penalty: float = 0.6
+    length_penalty_kind: str = "gnmt"
+    max_len_a: float = 1.5
+    max_len_b: int = 10
+    min_len_a: float = 0.0
+    no_repeat_ngram: int = 0
+
+    def __post_init__(self) -> None:
+        _positive(self, "beam_size", "n_best")
+        _check(self.n_best <= self.beam_size,
+               f"DecodeConfig.n_best={self.n_best} cannot exceed beam_size={self.beam_size}")
+        _choice(self, "length_penalty_kind", ("gnmt", "average", "none"))
+        _check(self.no_repeat_ngram >= 0, "DecodeConfig.no_repeat_ngram must be >= 0")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything needed to rebuild a translation run from its folder."""
+
+    model_type: str = "transformer"
+    model: dict[str, Any] = field(default_factory=dict)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+
+    def __post_init__(self) -> None:
+        _choice(self, "model_type", ("transformer", "bahdanau"))
+
+
+def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
+    """Build a config dataclass from a dict; unknown keys and wrong nesting are errors."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or cls.__name__}: expected a table/dict, got {type(data).__name__}")
+    names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where or cls.__name__}: unknown key(s) {unknown}; known keys are "
+                          f"{sorted(names)}")
+    hints = get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for key, value in data.items():
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+            value = from_dict(hint, value, f"{where}.{key}".lstrip("."))
+        elif key == "betas" and isinstance(value, list):
+            value = tuple(value)
+        kwargs[key] = value
+    try:
+        return cls(**kwargs)
+    except TypeError as err:
+        raise ConfigError(f"{where or cls.__name__}: {err}") from None
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """A JSON-ready dict of a config dataclass (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))
+
+
+def _parse_value(text: str) -> Any:
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``section.key=value`` strings to a nested dict (a copy is returned).
+
+    Values are parsed as JSON where possible (numbers, lists, true/false, null), else kept as text.
+    """
+    result = json.loads(json.dumps(data))
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. "
+                              "model.num_encoder_layers=2")
+        path, value = item.split("=", 1)
+        parts = path.strip().split(".")
+        node = result
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"--set {item!r}: {part!r} is not a section")
+        node[parts[-1]] = _parse_value(value.strip())
+    return result
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a TOML or JSON config file into a dict (errors name the file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        if path.suffix == ".toml":
+            return tomllib.loads(path.read_text(encoding="utf-8"))
+        if path.suffix == ".json":
+            return json.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as err:
+        raise ConfigError(f"{path}: cannot parse: {err}") from None
+    raise ConfigError(f"{path}: config files must be .toml or .json")

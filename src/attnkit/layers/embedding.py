@@ -1,0 +1,50 @@
+"""Token embeddings (scaled by sqrt(D), as in the paper) and the tied output projection."""
+
+from __future__ import annotations
+
+import math
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["TokenEmbedding"]
+
+
+class TokenEmbedding(nn.Module):
+    """Embedding lookup multiplied by ``sqrt(d_model)`` (paper, section 3.4).
+
+    Args:
+        vocab_size: V. d_model: D. pad_id: index whose vector starts at zero.
+        scale: multiply by sqrt(D) (the paper); BERT-style models use ``scale=False``.
+
+    The weight is initialised N(0, D^-1/2) so that scaled embeddings have unit variance and the
+    same matrix can serve as the output projection (:meth:`logits`).
+    """
+
+    def __init__(self, vocab_size: int, d_model: int, pad_id: int | None = 0,
+                 scale: bool = True) -> None:
+        super().__init__()
+        self.embedding = nn.Embedding(vocab_size, d_model, padding_idx=pad_id)
+        nn.init.normal_(self.embedding.weight, mean=0.0, std=d_model**-0.5)
+        if pad_id is not None:
+            nn.init.zeros_(self.embedding.weight[pad_id])
+        self.scale = math.sqrt(d_model) if scale else 1.0
+
+    @property
+    def weight(self) -> Tensor:
+        return self.embedding.weight
+
+    def forward(self, ids: Tensor) -> Tensor:
+        """Shapes: (B, L) long -> (B, L, D)."""
+        vocab = self.embedding.num_embeddings
+        # Checked on the CPU only: on CUDA the check would synchronise every decoding step.
+        if not ids.is_cuda and ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab):
+            raise ValueError(
+                f"token ids must lie in [0, {vocab}), got range [{int(ids.min())}, "
+                f"{int(ids.max())}]; was the input encoded with this model's tokenizer?"
+            )
+        return self.embedding(ids) * self.scale  # (B, L, D)
+
+    def logits(self, hidden: Tensor) -> Tensor:
+        """Tied output projection: (B, L, D) -> (B, L, V)."""
+        return F.linear(hidden, self.embedding.weight)

@@ -1,0 +1,42 @@
+"""Position-wise feed-forward network."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+__all__ = ["PositionWiseFFN", "make_activation"]
+
+
+def make_activation(name: str) -> nn.Module:
+    """``relu`` or exact (erf) ``gelu``; ``gelu_tanh`` for the tanh approximation."""
+    if name == "relu":
+        return nn.ReLU()
+    if name == "gelu":
+        return nn.GELU()
+    if name == "gelu_tanh":
+        return nn.GELU(approximate="tanh")
+    raise ValueError(f"activation must be 'relu', 'gelu' or 'gelu_tanh', got {name!r}")
+
+
+class PositionWiseFFN(nn.Module):
+    """Two linear layers with an activation between, applied to every position alike.
+
+    Args:
+        d_model: input and output size D.
+        ffn_hidden: hidden size F.
+        activation: ``relu`` (the paper) or ``gelu`` (BERT, ViT).
+        dropout: dropout after the activation (ViT/BERT style inner dropout); 0 for the paper.
+    """
+
+    def __init__(
+        self, d_model: int, ffn_hidden: int, activation: str = "relu", dropout: float = 0.0
+    ) -> None:
+        super().__init__()
+        self.dense1 = nn.Linear(d_model, ffn_hidden)
+        self.activation = make_activation(activation)
+        self.dropout = nn.Dropout(dropout)
+        self.dense2 = nn.Linear(ffn_hidden, d_model)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Shapes: (B, L, D) -> (B, L, D)."""
+        return self.dense2(self.dropout(self.activation(self.dense1(x))))  # (B, L, D)
