@@ -8,19 +8,43 @@ from attnkit.attention import (
     DotProductAttention,
     KVCache,
     MultiHeadAttention,
+    NWKernelRegression,
     attention,
     attention_mask,
     causal_mask,
     from_key_padding_mask,
     masked_softmax,
+    nadaraya_watson,
     padding_mask,
     to_key_padding_mask,
+)
+from attnkit.layers import (
+    AddNorm,
+    LearnedPositionalEmbedding,
+    LearnedPositionalEmbedding2D,
+    PositionWiseFFN,
+    RotaryEmbedding,
+    SinusoidalPositionalEncoding,
+    alibi_bias,
+    alibi_slopes,
+    sincos_2d_table,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AddNorm",
     "AdditiveAttention",
+    "LearnedPositionalEmbedding",
+    "LearnedPositionalEmbedding2D",
+    "NWKernelRegression",
+    "PositionWiseFFN",
+    "RotaryEmbedding",
+    "SinusoidalPositionalEncoding",
+    "alibi_bias",
+    "alibi_slopes",
+    "nadaraya_watson",
+    "sincos_2d_table",
     "DotProductAttention",
     "KVCache",
     "MultiHeadAttention",

@@ -128,11 +128,13 @@ class DataConfig:
     tokenizer: str = "bpe"
     vocab_size: int = 8000
     shared_vocab: bool = True
+    split_digits: bool = False
     min_freq: int = 2
     lowercase: bool = True
     max_len: int = 128
     num_examples: int = 20000
     valid_fraction: float = 0.05
+    valid_limit: int | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -287,3 +289,78 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as err:
         raise ConfigError(f"{path}: cannot parse: {err}") from None
     raise ConfigError(f"{path}: config files must be .toml or .json")
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Encoder-only Transformer (BERT family): word + learned position + token-type embeddings,
+    an embedding LayerNorm, then ``num_layers`` encoder blocks (post-LN as BERT, or pre-LN with a
+    final LayerNorm). MiniLM-L6-H384: vocab 30522, d_model 384, 12 heads, ffn 1536, 6 layers,
+    max_len 512, layer_norm_eps 1e-12."""
+
+    vocab_size: int
+    d_model: int = 256
+    num_heads: int = 4
+    ffn_hidden: int = 1024
+    num_layers: int = 4
+    max_len: int = 512
+    type_vocab_size: int = 2
+    dropout: float = 0.1
+    attention_dropout: float = 0.1
+    activation: str = "gelu"
+    norm_first: bool = False
+    layer_norm_eps: float = 1e-12
+    pad_id: int = 0
+
+    def __post_init__(self) -> None:
+        _positive(self, "vocab_size", "d_model", "num_heads", "ffn_hidden", "num_layers",
+                  "max_len", "type_vocab_size", "layer_norm_eps")
+        _probability(self, "dropout", "attention_dropout")
+        _choice(self, "activation", ("relu", "gelu", "gelu_tanh"))
+        _check(self.d_model % self.num_heads == 0,
+               f"EncoderConfig.d_model={self.d_model} is not divisible by "
+               f"num_heads={self.num_heads}")
+        _check(0 <= self.pad_id < self.vocab_size,
+               f"EncoderConfig.pad_id must be in [0, vocab_size={self.vocab_size}), got "
+               f"{self.pad_id}")
+
+
+@dataclass(frozen=True)
+class ViTConfig:
+    """Vision Transformer (Dosovitskiy et al., 2021). ViT-B/16: image 224, patch 16, dim 768,
+    depth 12, heads 12, mlp_dim 3072. Defaults suit the 8x8 scikit-learn digits.
+
+    ``pos_embedding``: ``learned1d`` (one learned row per token, class token included),
+    ``learned2d`` (a learned (row, col) grid for the patches), ``sincos2d`` (fixed 2-D sine-cosine
+    table for the patches); the 2-D kinds give the class token its own learned vector.
+    ``pool``: ``cls`` (class token) or ``mean`` (average of the patch tokens).
+    """
+
+    image_size: int = 8
+    patch_size: int = 2
+    in_channels: int = 1
+    num_classes: int = 10
+    dim: int = 64
+    depth: int = 4
+    heads: int = 4
+    mlp_dim: int = 128
+    dropout: float = 0.1
+    attention_dropout: float = 0.0
+    pos_embedding: str = "learned1d"
+    pool: str = "cls"
+    layer_norm_eps: float = 1e-6
+
+    def __post_init__(self) -> None:
+        _positive(self, "image_size", "patch_size", "in_channels", "num_classes", "dim", "depth",
+                  "heads", "mlp_dim", "layer_norm_eps")
+        _probability(self, "dropout", "attention_dropout")
+        _check(self.image_size % self.patch_size == 0,
+               f"ViTConfig.image_size={self.image_size} is not divisible by "
+               f"patch_size={self.patch_size}; choose a patch_size that divides the image size")
+        _check(self.dim % self.heads == 0,
+               f"ViTConfig.dim={self.dim} is not divisible by heads={self.heads}; choose heads "
+               "among the divisors of dim")
+        _choice(self, "pos_embedding", ("learned1d", "learned2d", "sincos2d"))
+        _choice(self, "pool", ("cls", "mean"))
+        _check(self.pos_embedding != "sincos2d" or self.dim % 4 == 0,
+               f"ViTConfig.dim={self.dim} must be divisible by 4 for pos_embedding='sincos2d'")

@@ -1,6 +1,13 @@
 """Attention primitives: masks, masked softmax, scoring functions, multi-head attention."""
 
 from attnkit.attention.functional import attention, masked_softmax
+from attnkit.attention.kernel_regression import (
+    NWKernelRegression,
+    fit_kernel_regression,
+    leave_one_out_keys,
+    make_kernel_regression_data,
+    nadaraya_watson,
+)
 from attnkit.attention.masks import (
     attention_mask,
     causal_mask,
@@ -16,6 +23,11 @@ __all__ = [
     "DotProductAttention",
     "KVCache",
     "MultiHeadAttention",
+    "NWKernelRegression",
+    "fit_kernel_regression",
+    "leave_one_out_keys",
+    "make_kernel_regression_data",
+    "nadaraya_watson",
     "attention",
     "attention_mask",
     "causal_mask",
