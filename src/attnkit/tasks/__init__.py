@@ -1,0 +1,1 @@
+"""Tasks: what the shared trainer trains (translation, image classification)."""

@@ -1,0 +1,268 @@
+"""Translation runs: a folder that holds everything needed to rebuild, resume and use a model.
+
+Layout of ``runs/NAME``::
+
+    config.json            resolved RunConfig + attnkit version + run format
+    tokenizer/src, /tgt    the tokenizers (trained on the training split)
+    metrics.jsonl          one JSON row per log/validation event
+    curves.png             training curves
+    checkpoints/last/      model.safetensors + state.pt + meta.json (atomic)
+    checkpoints/best-*/    the best N by validation BLEU
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from attnkit import __version__
+from attnkit.config import (
+    ConfigError,
+    DataConfig,
+    DecodeConfig,
+    RunConfig,
+    TrainConfig,
+    from_dict,
+    to_dict,
+)
+from attnkit.data.errors import DataError
+from attnkit.data.tokenizers import Tokenizer
+from attnkit.models import build_seq2seq
+from attnkit.tasks.translation import (
+    TranslationTask,
+    decode_corpus,
+    load_tokenizers,
+    prepare_data,
+)
+from attnkit.training import distributed as dist
+from attnkit.training.checkpoint import CheckpointManager, load_checkpoint
+from attnkit.training.trainer import Trainer, TrainResult, resolve_device
+
+__all__ = ["RUN_FORMAT", "Translator", "train_translator", "load_run_config", "write_json_atomic"]
+
+RUN_FORMAT = 1
+log = logging.getLogger(__name__)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write JSON to a temporary sibling, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def load_run_config(run_dir: str | Path) -> RunConfig:
+    """Read ``run_dir/config.json``; errors name the folder and what to do."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise ConfigError(f"{run_dir}: not a run folder (no config.json); train one with "
+                          "`attnkit train --run DIR`")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{path}: unreadable ({err})") from None
+    if raw.get("run_format") != RUN_FORMAT:
+        raise ConfigError(
+            f"{path}: run format {raw.get('run_format')!r} (attnkit "
+            f"{raw.get('attnkit_version', '?')}) is not supported by attnkit {__version__} "
+            f"(format {RUN_FORMAT}); retrain the run with this version")
+    return run_config_from_dict(raw["config"])
+
+
+def run_config_from_dict(data: dict[str, Any]) -> RunConfig:
+    """Validate a nested run-config dict (unknown keys are errors)."""
+    unknown = sorted(set(data) - {"model_type", "model", "data", "train", "decode"})
+    if unknown:
+        raise ConfigError(f"unknown config section(s) {unknown}; known: model_type, model, data, "
+                          "train, decode")
+    return RunConfig(
+        model_type=data.get("model_type", "transformer"),
+        model=dict(data.get("model", {})),
+        data=from_dict(DataConfig, data.get("data", {}), "data"),
+        train=from_dict(TrainConfig, data.get("train", {}), "train"),
+        decode=from_dict(DecodeConfig, data.get("decode", {}), "decode"),
+    )
+
+
+def _model_dict(cfg: RunConfig, src_tok: Tokenizer, tgt_tok: Tokenizer) -> dict[str, Any]:
+    model = {"src_vocab_size": src_tok.vocab_size, "tgt_vocab_size": tgt_tok.vocab_size,
+             **cfg.model}
+    if cfg.model_type == "transformer":
+        model.setdefault("max_len", cfg.data.max_len + 2)
+        if src_tok is not tgt_tok and model.get("tie_embeddings") == "all":
+            raise ConfigError("model.tie_embeddings='all' needs data.shared_vocab=true")
+    return model
+
+
+RESUMABLE_TRAIN_FIELDS = ("epochs", "time_budget", "patience", "log_every", "keep_best", "device")
+
+
+def train_translator(
+    cfg: RunConfig | None,
+    run_dir: str | Path,
+    resume: bool = False,
+    progress: bool = False,
+    train_overrides: dict[str, Any] | None = None,
+) -> tuple[TrainResult, Translator]:
+    """Train (or resume) a translation run in ``run_dir``; return the result and the translator.
+
+    With ``resume`` the stored configuration is used; ``train_overrides`` may change the fields in
+    :data:`RESUMABLE_TRAIN_FIELDS` (e.g. more epochs, a new time budget; the budget counts the
+    run's total training time, earlier sessions included). The change is saved in config.json.
+    """
+    run_dir = Path(run_dir)
+    ckpt = run_dir / "checkpoints" / "last"
+    if resume:
+        cfg = load_run_config(run_dir)
+        if train_overrides:
+            bad = sorted(set(train_overrides) - set(RESUMABLE_TRAIN_FIELDS))
+            if bad:
+                raise ConfigError(f"--resume cannot change train settings {bad}; only "
+                                  f"{list(RESUMABLE_TRAIN_FIELDS)} (start a new run otherwise)")
+            train = from_dict(TrainConfig, {**to_dict(cfg.train), **train_overrides}, "train")
+            cfg = RunConfig(cfg.model_type, cfg.model, cfg.data, train, cfg.decode)
+        found = CheckpointManager(run_dir).last_path()
+        if found is None:
+            raise ConfigError(f"{run_dir}: no checkpoint to resume from ({ckpt} missing)")
+        ckpt = found
+    elif cfg is None:
+        raise ConfigError("train_translator needs a RunConfig unless resume=True")
+    elif (run_dir / "config.json").exists():
+        raise ConfigError(f"{run_dir} already holds a run; use --resume to continue it or pick "
+                          "another --run folder")
+    device = resolve_device(cfg.train.device)
+    dist.init_from_env(device.type)
+    if dist.is_main():
+        run_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.train.seed)
+    max_len = cfg.data.max_len
+    if dist.is_main():
+        data = prepare_data(cfg.data, run_dir, max_len)
+    dist.barrier()
+    if not dist.is_main():
+        data = prepare_data(cfg.data, run_dir, max_len)
+    model_dict = _model_dict(cfg, data.src_tok, data.tgt_tok)
+    torch.manual_seed(cfg.train.seed)
+    model = build_seq2seq(cfg.model_type, model_dict)
+    cfg = RunConfig(cfg.model_type, model_dict, cfg.data, cfg.train, cfg.decode)
+    if dist.is_main() and (not resume or train_overrides):
+        write_json_atomic(run_dir / "config.json", {
+            "run_format": RUN_FORMAT, "attnkit_version": __version__,
+            "config": {"model_type": cfg.model_type, "model": cfg.model,
+                       "data": to_dict(cfg.data), "train": to_dict(cfg.train),
+                       "decode": to_dict(cfg.decode)}})
+    task = TranslationTask(data, cfg.train.max_tokens, cfg.train.seed, cfg.train.label_smoothing,
+                           cfg.decode, device)
+    trainer = Trainer(model, task, cfg.train, run_dir, progress=progress)
+    if resume:
+        trainer.resume(ckpt)
+    result = trainer.fit()
+    if dist.is_main():
+        _write_curves(run_dir)
+    return result, Translator(model, data.src_tok, data.tgt_tok, cfg)
+
+
+def _write_curves(run_dir: Path) -> None:
+    try:
+        from attnkit.viz.curves import plot_curves
+
+        plot_curves(run_dir / "metrics.jsonl", path=run_dir / "curves.png")
+    except Exception as err:  # a plot must never fail a finished training run
+        log.warning("could not draw training curves: %s", err)
+
+
+@dataclass
+class Translation:
+    """One translated sentence; ``alternatives`` holds the n-best list of beam search."""
+
+    source: str
+    text: str
+    tokens: list[int]
+    score: float | None = None
+    alternatives: list[tuple[str, float]] | None = None
+    weights: dict[str, Any] | None = None
+
+
+class Translator:
+    """A trained model with its tokenizers: translate and evaluate text.
+
+    Build one with :meth:`load` from a run folder.
+    """
+
+    def __init__(self, model: nn.Module, src_tok: Tokenizer, tgt_tok: Tokenizer,
+                 config: RunConfig) -> None:
+        self.model, self.src_tok, self.tgt_tok, self.config = model.eval(), src_tok, tgt_tok, config
+
+    @classmethod
+    def load(cls, run_dir: str | Path, checkpoint: str = "best",
+             device: str = "auto") -> Translator:
+        """Load ``best`` (highest validation BLEU), ``last``, or a checkpoint folder path."""
+        run_dir = Path(run_dir)
+        cfg = load_run_config(run_dir)
+        src_tok, tgt_tok = load_tokenizers(run_dir / "tokenizer")
+        model = build_seq2seq(cfg.model_type, cfg.model)
+        manager = CheckpointManager(run_dir, keep_best=cfg.train.keep_best)
+        if checkpoint == "best":
+            path = manager.best_path() or manager.last_path()
+        elif checkpoint == "last":
+            path = manager.last_path()
+        else:
+            path = Path(checkpoint)
+        if path is None or not Path(path).exists():
+            raise ConfigError(f"{run_dir}: no {checkpoint} checkpoint found; has the run trained "
+                              "for at least one epoch?")
+        load_checkpoint(path, model, with_state=False)
+        return cls(model.to(resolve_device(device)), src_tok, tgt_tok, cfg)
+
+    def encode_sources(self, sentences: Sequence[str]) -> list[list[int]]:
+        """Token ids of each sentence; a sentence longer than the model's limit is an error."""
+        limit = self.config.model.get("max_len", self.config.data.max_len)
+        ids = []
+        for i, sentence in enumerate(sentences, 1):
+            tokens = self.src_tok.encode(sentence)
+            if len(tokens) > limit:
+                raise DataError(f"input {i} has {len(tokens)} tokens, more than the model's "
+                                f"limit of {limit}: {sentence[:40]!r}...; split it into shorter "
+                                "sentences")
+            if not tokens:
+                tokens = []
+            ids.append(tokens)
+        return ids
+
+    def translate(self, sentences: Sequence[str], beam_size: int | None = None,
+                  need_weights: bool = False, max_tokens: int = 8192,
+                  n_best: int | None = None) -> list[Translation]:
+        """Translate sentences (greedy when ``beam_size`` is 1; ``n_best`` alternatives with
+        beam search)."""
+        beam = self.config.decode.beam_size if beam_size is None else beam_size
+        if beam < 1:
+            raise ConfigError(f"--beam must be >= 1, got {beam}")
+        sources = self.encode_sources(sentences)
+        results = decode_corpus(self.model, sources, self.config.decode, beam_size=beam,
+                                max_tokens=max_tokens, need_weights=need_weights, n_best=n_best)
+        out = []
+        for sentence, result in zip(sentences, results):
+            if isinstance(result, list):  # n-best list from beam search
+                best = result[0]
+                alternatives = [(self.tgt_tok.decode(h.tokens), float(h.score)) for h in result]
+                out.append(Translation(sentence, alternatives[0][0], list(best.tokens),
+                                       float(best.score), alternatives,
+                                       getattr(best, "weights", None)))
+            else:
+                out.append(Translation(sentence, self.tgt_tok.decode(result.tokens),
+                                       list(result.tokens), float(result.score), None,
+                                       getattr(result, "weights", None)))
+        return out

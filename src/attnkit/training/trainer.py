@@ -1,0 +1,348 @@
+"""One training loop for every model: accumulation, clipping, AMP, checkpoints, resume, budgets.
+
+The loop knows nothing about translation or images. A *task* supplies the data and the numbers:
+
+* ``task.train_batches(epoch)`` yields batches (and ``task.state_dict()`` /
+  ``task.load_state_dict()`` hold the data order, so that resume continues mid-epoch),
+* ``task.loss(model, batch) -> (loss_sum, count)``: a summed loss and the number of items it sums
+  over (non-pad target tokens, images); the loop normalises by the total count of the whole
+  accumulated step, so accumulation and padding never change the objective,
+* ``task.evaluate(model) -> dict`` with at least ``task.metric`` (selects the best checkpoints and
+  drives early stopping; ``task.mode`` is "max" or "min"),
+* ``task.tokens(batch) -> int`` for the throughput display.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import Tensor, nn
+
+from attnkit import __version__
+from attnkit.config import TrainConfig, to_dict
+from attnkit.training import distributed as dist
+from attnkit.training.allocator import tune_glibc_malloc
+from attnkit.training.checkpoint import (
+    CheckpointManager,
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+)
+from attnkit.training.schedules import make_scheduler
+
+__all__ = ["Task", "Trainer", "TrainingError", "TrainResult", "resolve_device"]
+
+log = logging.getLogger(__name__)
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (non-finite loss, bad resume state); the message says what to do."""
+
+
+class Task(Protocol):
+    metric: str
+    mode: str
+
+    def train_batches(self, epoch: int) -> Any: ...
+    def batches_per_epoch(self) -> int: ...
+    def loss(self, model: nn.Module, batch: Any) -> tuple[Tensor, int]: ...
+    def tokens(self, batch: Any) -> int: ...
+    def evaluate(self, model: nn.Module) -> dict[str, float]: ...
+    def state_dict(self) -> dict[str, Any]: ...
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    epochs_done: float
+    stopped_because: str
+    best_metric: float | None
+    last_metrics: dict[str, float]
+    tokens_per_second: float
+    seconds: float
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> the local CUDA device if there is one, else CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", dist.local_rank())
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise TrainingError("--device cuda was asked for but no CUDA device is available; "
+                            "use --device cpu")
+    return device
+
+
+def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """No weight decay on biases, norms and embeddings (matrices of Linear layers only)."""
+    decay, no_decay, seen = [], [], set()
+    for module in model.modules():
+        for name, param in module.named_parameters(recurse=False):
+            if not param.requires_grad or id(param) in seen:
+                continue
+            seen.add(id(param))
+            is_matrix = isinstance(module, nn.Linear) and name == "weight"
+            (decay if is_matrix else no_decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
+class Trainer:
+    """Train ``model`` on ``task`` with ``config``, writing into ``run_dir``.
+
+    Args:
+        model: any nn.Module the task knows how to use.
+        task: see the module docstring.
+        config: :class:`~attnkit.config.TrainConfig`.
+        run_dir: folder for checkpoints and ``metrics.jsonl`` (None: nothing is written).
+        run_config: extra JSON-ready dict stored in every checkpoint's meta (rebuild info).
+        progress: show a progress bar (rank 0 only).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        task: Task,
+        config: TrainConfig,
+        run_dir: str | Path | None = None,
+        run_config: dict[str, Any] | None = None,
+        progress: bool = False,
+    ) -> None:
+        self.config, self.task = config, task
+        self.device = resolve_device(config.device)
+        tune_glibc_malloc()
+        self.model = model.to(self.device)
+        self.train_model: nn.Module = dist.wrap_model(self.model, self.device)
+        if config.compile:
+            self.train_model = torch.compile(self.train_model)  # type: ignore[assignment]
+        self.optimizer = torch.optim.AdamW(
+            _param_groups(self.model, config.weight_decay), lr=config.lr, betas=config.betas,
+            fused=self.device.type == "cuda" or None,
+        )
+        total = max(1, config.epochs * max(1, task.batches_per_epoch()) // config.accum_steps)
+        self.scheduler = make_scheduler(self.optimizer, config.schedule,
+                                        warmup_steps=config.warmup_steps, total_steps=total)
+        self.amp_dtype = self._amp_dtype()
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.run_config = run_config or {}
+        self.progress = progress and dist.is_main()
+        self.manager = (CheckpointManager(self.run_dir, keep_best=config.keep_best,
+                                          metric=task.metric, mode=task.mode)
+                        if self.run_dir is not None else None)
+        self.step = 0
+        self.epoch = 0
+        self.best: float | None = None
+        self.bad_epochs = 0
+        self.elapsed = 0.0
+        self.history: list[dict[str, Any]] = []
+
+    def _amp_dtype(self) -> torch.dtype | None:
+        if not self.config.amp or self.device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+    # -- state -------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": capture_rng_state(),
+            "task": self.task.state_dict(),
+            "step": self.step, "epoch": self.epoch, "best": self.best,
+            "bad_epochs": self.bad_epochs, "elapsed": self.elapsed,
+        }
+
+    def resume(self, checkpoint: str | Path) -> None:
+        """Restore everything from a checkpoint folder so training continues exactly."""
+        state, meta = load_checkpoint(checkpoint, self.model, map_location=self.device)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.task.load_state_dict(state["task"])
+        restore_rng_state(state["rng"])
+        self.step, self.epoch = state["step"], state["epoch"]
+        self.best, self.bad_epochs = state["best"], state["bad_epochs"]
+        self.elapsed = state["elapsed"]
+        log.info("resumed from %s at step %d (epoch %d)", checkpoint, self.step, self.epoch)
+
+    def _meta(self, metrics: dict[str, float] | None = None) -> dict[str, Any]:
+        return {"attnkit_version": __version__, "step": self.step, "epoch": self.epoch,
+                "metrics": metrics or {}, "train_config": to_dict(self.config),
+                "run": self.run_config}
+
+    def save(self, metrics: dict[str, float] | None = None) -> None:
+        """Write the last checkpoint (and a best one when ``metrics`` qualifies); rank 0 only."""
+        if self.manager is None or not dist.is_main():
+            return
+        state, meta = self.state_dict(), self._meta(metrics)
+        self.manager.save_last(self.model, state, meta)
+        if metrics is not None and self.task.metric in metrics:
+            self.manager.save_if_best(self.model, state, meta, metrics[self.task.metric])
+
+    def _log(self, row: dict[str, Any]) -> None:
+        self.history.append(row)
+        if self.run_dir is None or not dist.is_main():
+            return
+        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(row) + "\n")
+
+    # -- the loop ----------------------------------------------------------------------------
+    def _forward_loss(self, batch: Any) -> tuple[Tensor, int]:
+        ctx = (torch.autocast(self.device.type, dtype=self.amp_dtype)
+               if self.amp_dtype is not None else contextlib.nullcontext())
+        with ctx:
+            return self.task.loss(self.train_model, batch)
+
+    def _optimizer_step(self, count: int) -> float:
+        """Normalise the accumulated gradients by the global item count, clip, step."""
+        total = dist.all_reduce_sum(float(count), self.device)
+        self.scaler.unscale_(self.optimizer)
+        for p in self.model.parameters():
+            if p.grad is not None:
+                p.grad.div_(max(total, 1.0))
+        norm = (torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_norm)
+                if self.config.clip_norm > 0 else torch.tensor(0.0))
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        return float(norm)
+
+    def _improved(self, value: float) -> bool:
+        if self.best is None:
+            return True
+        return value > self.best if self.task.mode == "max" else value < self.best
+
+    def fit(self) -> TrainResult:
+        """Train until the epochs, the time budget or early stopping end it."""
+        cfg = self.config
+        if self.run_dir is not None and dist.is_main():
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter() - self.elapsed
+        window_tokens, window_start, tokens_total = 0, time.perf_counter(), 0
+        reason, last_metrics = "epochs", {}
+        interrupted = _InterruptFlag()
+        bar = _progress_bar(self.progress, cfg.epochs, self.task.batches_per_epoch())
+        try:
+            with interrupted:
+                while self.epoch < cfg.epochs and reason == "epochs":
+                    self.train_model.train()
+                    micro, count, loss_acc = 0, 0, 0.0
+                    for batch in self.task.train_batches(self.epoch):
+                        sync = (micro + 1) % cfg.accum_steps == 0
+                        with dist.no_sync_unless(self.train_model, sync):
+                            loss_sum, n = self._forward_loss(batch)
+                            if not torch.isfinite(loss_sum.detach()):
+                                raise TrainingError(
+                                    f"loss became {float(loss_sum)} at step {self.step}; "
+                                    "the last good checkpoint is kept; lower --set train.lr or "
+                                    "raise train.warmup_steps and resume")
+                            self.scaler.scale(loss_sum).backward()
+                        micro, count = micro + 1, count + n
+                        loss_acc += float(loss_sum.detach())
+                        tokens = self.task.tokens(batch)
+                        window_tokens += tokens
+                        tokens_total += tokens
+                        if not sync:
+                            continue
+                        grad_norm = self._optimizer_step(count)
+                        loss_value = loss_acc / max(count, 1)
+                        micro, count, loss_acc = 0, 0, 0.0
+                        if bar is not None:
+                            bar.update(cfg.accum_steps)
+                            bar.set_postfix(loss=f"{loss_value:.3f}", epoch=self.epoch)
+                        if self.step % cfg.log_every == 0:
+                            now = time.perf_counter()
+                            tps = window_tokens / max(now - window_start, 1e-9)
+                            window_tokens, window_start = 0, now
+                            self._log({"split": "train", "step": self.step,
+                                       "epoch": self.epoch, "loss": loss_value,
+                                       "lr": self.scheduler.get_last_lr()[0],
+                                       "grad_norm": grad_norm, "tokens_per_s": tps})
+                            if bar is not None:
+                                bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{tps:.0f}")
+                        self.elapsed = time.perf_counter() - start
+                        if cfg.time_budget is not None and self.elapsed >= cfg.time_budget:
+                            reason = "time budget"
+                            break
+                        if interrupted.hit:
+                            raise KeyboardInterrupt
+                    else:
+                        self.epoch += 1
+                    last_metrics = self.validate()
+                    self.elapsed = time.perf_counter() - start
+                    if reason == "epochs" and cfg.patience is not None \
+                            and self.bad_epochs >= cfg.patience:
+                        reason = "early stopping"
+        except KeyboardInterrupt:
+            reason = "interrupted"
+            self.elapsed = time.perf_counter() - start
+            self.save()
+            log.warning("interrupted: checkpoint saved at step %d; continue with --resume",
+                        self.step)
+        finally:
+            if bar is not None:
+                bar.close()
+        seconds = time.perf_counter() - start
+        return TrainResult(self.step, self.epoch, reason, self.best, last_metrics,
+                           tokens_total / max(seconds, 1e-9), seconds)
+
+    def validate(self) -> dict[str, float]:
+        """Evaluate, log, checkpoint, and update the early-stopping counter."""
+        self.train_model.eval()
+        with torch.inference_mode():
+            metrics = self.task.evaluate(self.model)
+        value = metrics.get(self.task.metric)
+        if value is not None and math.isfinite(value) and self._improved(value):
+            self.best, self.bad_epochs = value, 0
+        else:
+            self.bad_epochs += 1
+        self._log({"split": "valid", "step": self.step, "epoch": self.epoch, **metrics})
+        self.save(metrics)
+        return metrics
+
+
+class _InterruptFlag:
+    """Turn the first Ctrl-C into a flag checked between steps (a clean save follows); a second
+    Ctrl-C interrupts at once."""
+
+    def __init__(self) -> None:
+        self.hit = False
+        self._previous: Any = None
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        if self.hit:
+            raise KeyboardInterrupt
+        self.hit = True
+
+    def __enter__(self) -> _InterruptFlag:
+        with contextlib.suppress(ValueError):  # not in the main thread
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def _progress_bar(enabled: bool, epochs: int, per_epoch: int) -> Any:
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=epochs * per_epoch, unit="batch", dynamic_ncols=True, leave=False)

@@ -1,0 +1,129 @@
+"""Tests for attnkit.training.schedules against the formulas written out here."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import pytest
+import torch
+
+from attnkit.training.schedules import make_scheduler, paper_peak_lr
+
+
+def make_optimizer(lr: float = 1.0) -> torch.optim.Optimizer:
+    return torch.optim.SGD([torch.nn.Parameter(torch.zeros(2))], lr=lr)
+
+
+def run(scheduler: torch.optim.lr_scheduler.LambdaLR, steps: int) -> list[float]:
+    """The lr used by each of the next ``steps`` updates."""
+    lrs = []
+    for _ in range(steps):
+        lrs.append(scheduler.optimizer.param_groups[0]["lr"])
+        scheduler.optimizer.step()
+        scheduler.step()
+    return lrs
+
+
+def paper_lrate(step_num: int, d_model: int, warmup: int) -> float:
+    """Eq. 3 of "Attention Is All You Need"; step_num counts updates from 1."""
+    return d_model**-0.5 * min(step_num**-0.5, step_num * warmup**-1.5)
+
+
+def test_inverse_sqrt_with_d_model_is_the_papers_formula() -> None:
+    d_model, warmup = 512, 40
+    scheduler = make_scheduler(make_optimizer(123.0), "inverse_sqrt", warmup, d_model=d_model)
+    lrs = run(scheduler, 200)
+    expected = [paper_lrate(k, d_model, warmup) for k in range(1, 201)]
+    assert lrs == pytest.approx(expected, rel=1e-12)
+    assert max(lrs) == pytest.approx(paper_peak_lr(d_model, warmup), rel=1e-12)
+    assert lrs.index(max(lrs)) == warmup - 1  # the warmup-th update is the peak
+
+
+def test_paper_peak_lr_base_model() -> None:
+    assert paper_peak_lr(512, 4000) == pytest.approx(512**-0.5 * 4000**-0.5)
+    assert paper_peak_lr(512, 4000) == pytest.approx(6.99e-4, rel=1e-3)
+    with pytest.raises(ValueError, match="d_model"):
+        paper_peak_lr(0, 4000)
+
+
+def test_inverse_sqrt_shape_scales_the_configured_peak() -> None:
+    peak, warmup = 5e-4, 10
+    lrs = run(make_scheduler(make_optimizer(peak), "inverse_sqrt", warmup), 50)
+    for step, lr in enumerate(lrs):
+        k = step + 1
+        expected = peak * (k / warmup if k <= warmup else math.sqrt(warmup / k))
+        assert lr == pytest.approx(expected, rel=1e-12)
+    lrs0 = run(make_scheduler(make_optimizer(1.0), "inverse_sqrt", 0), 4)
+    assert lrs0 == pytest.approx([1.0, 2**-0.5, 3**-0.5, 0.5])
+
+
+@pytest.mark.parametrize("min_ratio", [0.0, 0.1])
+def test_cosine(min_ratio: float) -> None:
+    peak, warmup, total = 2.0, 5, 25
+    sched = make_scheduler(make_optimizer(peak), "cosine", warmup, total, min_lr_ratio=min_ratio)
+    lrs = run(sched, total + 5)
+    floor = peak * min_ratio
+    for step, lr in enumerate(lrs):
+        k = step + 1
+        if k <= warmup:
+            expected = peak * k / warmup
+        else:
+            t = min(k - warmup, total - warmup) / (total - warmup)
+            expected = floor + (peak - floor) * (1 + math.cos(math.pi * t)) / 2
+        assert lr == pytest.approx(expected, rel=1e-12, abs=1e-15)
+    assert lrs[warmup - 1] == pytest.approx(peak)
+    assert lrs[total - 1] == pytest.approx(floor, abs=1e-15)
+    assert all(a >= b for a, b in zip(lrs[warmup - 1 :], lrs[warmup:], strict=False))
+
+
+def test_constant() -> None:
+    assert run(make_scheduler(make_optimizer(3.0), "constant", 0), 3) == [3.0, 3.0, 3.0]
+    lrs = run(make_scheduler(make_optimizer(4.0), "constant", 4), 6)
+    assert lrs == pytest.approx([1.0, 2.0, 3.0, 4.0, 4.0, 4.0])
+
+
+def roundtrip(obj: dict) -> dict:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    buffer.seek(0)
+    return torch.load(buffer, weights_only=True)
+
+
+@pytest.mark.parametrize("with_optimizer", [True, False])
+@pytest.mark.parametrize("kind", ["inverse_sqrt", "cosine", "constant"])
+def test_resume_from_state_dict(kind: str, with_optimizer: bool) -> None:
+    """Resume mid-warm-up: the lrs continue exactly, whether or not the optimizer's state (which
+    also holds the current lr) is restored alongside the scheduler's."""
+    args = dict(kind=kind, warmup_steps=20, total_steps=40)
+    straight = run(make_scheduler(make_optimizer(0.5), **args), 30)
+
+    first = make_scheduler(make_optimizer(0.5), **args)
+    head = run(first, 12)
+    saved = roundtrip({"opt": first.optimizer.state_dict(), "sched": first.state_dict()})
+    second = make_scheduler(make_optimizer(0.5), **args)
+    if with_optimizer:
+        second.optimizer.load_state_dict(saved["opt"])
+    second.load_state_dict(saved["sched"])
+    assert isinstance(second, torch.optim.lr_scheduler.LambdaLR)
+    assert head + run(second, 18) == straight
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"kind": "linear"}, "kind"),
+        ({"warmup_steps": -1}, "warmup_steps"),
+        ({"kind": "cosine", "warmup_steps": 10}, "total_steps"),
+        ({"kind": "cosine", "warmup_steps": 10, "total_steps": 10}, "total_steps"),
+        (
+            {"kind": "cosine", "total_steps": 10, "warmup_steps": 1, "min_lr_ratio": 2.0},
+            "min_lr_ratio",
+        ),
+        ({"kind": "constant", "min_lr_ratio": 0.1}, "min_lr_ratio"),
+        ({"kind": "constant", "d_model": 512}, "d_model"),
+    ],
+)
+def test_bad_arguments(kwargs: dict, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        make_scheduler(make_optimizer(), **kwargs)
