@@ -7,6 +7,7 @@ policy, and are timed alternately in one process (see :func:`attnkit.bench.timin
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,9 @@ from attnkit.training.allocator import tune_glibc_malloc
 
 __all__ = ["TorchTransformerSeq2Seq", "bench_training", "bench_decoding", "load_bench_batches"]
 
-FRA_ENG = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "fra-eng" / "train.txt"
+FRA_ENG = Path(os.environ.get(
+    "ATTNKIT_FRA_ENG",
+    Path(__file__).resolve().parents[3].parent / "shared" / "data" / "fra-eng" / "train.txt"))
 
 
 class TorchTransformerSeq2Seq(nn.Module):

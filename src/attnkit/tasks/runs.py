@@ -255,7 +255,9 @@ class Translator:
                                 max_tokens=max_tokens, need_weights=need_weights, n_best=n_best)
         out = []
         for sentence, result in zip(sentences, results):
-            if isinstance(result, list):  # n-best list from beam search
+            if isinstance(result, list) and not result:  # constraints allowed no output
+                out.append(Translation(sentence, "", [], float("-inf"), []))
+            elif isinstance(result, list):  # n-best list from beam search
                 best = result[0]
                 alternatives = [(self.tgt_tok.decode(h.tokens), float(h.score)) for h in result]
                 out.append(Translation(sentence, alternatives[0][0], list(best.tokens),
