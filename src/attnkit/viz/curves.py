@@ -101,7 +101,9 @@ def read_metrics(path: str | Path) -> dict[str, list[Any]]:
     return _records_to_columns(records, str(path))
 
 
-def pivot_splits(history: Mapping[str, Sequence[Any]], column: str = "split") -> dict[str, list[Any]]:
+def pivot_splits(
+    history: Mapping[str, Sequence[Any]], column: str = "split"
+) -> dict[str, list[Any]]:
     """Spread a log with a ``split`` column into one column per (split, metric).
 
     A run's ``metrics.jsonl`` holds rows like ``{"split": "train", "step": 20, "loss": 2.1}`` and

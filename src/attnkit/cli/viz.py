@@ -1,0 +1,245 @@
+"""``attnkit attention``, ``attnkit figures`` and ``attnkit report``: look inside the models."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+__all__ = ["register", "demo_run_config", "DEMO_SENTENCE"]
+
+log = logging.getLogger(__name__)
+
+#: The sentence whose attention ``attnkit figures`` draws (a format of the bundled dates corpus).
+DEMO_SENTENCE = "saturday 14 july 1990"
+
+# Tiny models for ``attnkit figures``: well under a minute each on two idle CPU cores, enough to
+# translate dates; small batches (many updates) matter more than model size here. The time budget
+# caps a run on a busy machine (training then stops early and the figures are drawn anyway).
+_DEMO_COMMON = [
+    "data.valid_limit=40",
+    'train.device="cpu"',
+    "train.amp=false",
+    "train.keep_best=1",
+    "train.log_every=10",
+    "train.max_tokens=300",
+]
+_DEMO_MODELS = {
+    "transformer": [
+        "model.d_model=64",
+        "model.num_heads=4",
+        "model.ffn_hidden=128",
+        "model.num_encoder_layers=2",
+        "model.num_decoder_layers=2",
+        "model.dropout=0.0",
+        "train.lr=0.003",
+        "train.warmup_steps=50",
+    ],
+    "bahdanau": [
+        "model.embed_size=32",
+        "model.num_hiddens=64",
+        "model.num_layers=1",
+        "model.dropout=0.0",
+        "train.lr=0.005",
+        "train.warmup_steps=20",
+    ],
+}
+_DEMO_SIZE = {
+    False: ["data.num_examples=6000", "train.epochs=4", "train.time_budget=120"],
+    True: ["data.num_examples=1000", "train.epochs=2", "train.time_budget=20"],
+}
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "attention",
+        help="draw a translator's attention for one sentence",
+        description="Translate one sentence and draw the attention weights of every layer and "
+        "head (rows: layers, columns: heads) with the sub-word pieces as tick labels.",
+    )
+    p.add_argument("sentence", help="the source sentence")
+    p.add_argument("--run", required=True, help="run folder of a trained translator")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output .png/.svg/.pdf; with --kind all (and a "
+        "model with several kinds) one file per kind: NAME-encoder.png, ...",
+    )
+    p.add_argument("--beam", type=int, help="beam size (1 = greedy; default from the run)")
+    p.add_argument(
+        "--kind",
+        default="all",
+        choices=("encoder", "self", "cross", "all"),
+        help="encoder self-attention, decoder self-attention, cross-attention, or all",
+    )
+    p.add_argument("--checkpoint", default="best", help="best, last, or a checkpoint folder")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dpi", type=float, default=100)
+    p.set_defaults(func=cmd_attention)
+
+    p = sub.add_parser(
+        "figures",
+        help="regenerate the course's figures (CPU, a few minutes)",
+        description="Nadaraya–Watson regression, masked softmax and scoring functions, the "
+        "sinusoidal encoding, Bahdanau and Transformer attention on a date translation, and "
+        "training curves, as PNGs with an index.md/index.html of captions.",
+    )
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smaller training runs (seconds, the attention is less crisp)",
+    )
+    p.add_argument(
+        "--run",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="use this trained run for (4) and (5) instead of training demo models "
+        "(repeatable: e.g. one Transformer and one Bahdanau run)",
+    )
+    p.add_argument("--sentence", default=DEMO_SENTENCE, help="sentence for the attention figures")
+    p.add_argument("--dpi", type=float, default=100)
+    p.set_defaults(func=cmd_figures)
+
+    p = sub.add_parser(
+        "report",
+        help="self-contained HTML report of a run",
+        description="One HTML file (no network, no server): training curves, metrics, sample "
+        "translations, and an interactive attention view.",
+    )
+    p.add_argument(
+        "sentences",
+        nargs="*",
+        help="sentences to show (default: the first --samples validation sources)",
+    )
+    p.add_argument("--run", required=True, help="run folder")
+    p.add_argument("--out", required=True, help="output .html file")
+    p.add_argument("--samples", type=int, default=4, help="validation sentences to show")
+    p.add_argument("--beam", type=int, help="beam size (default from the run)")
+    p.add_argument("--checkpoint", default="best")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_report)
+
+
+def _translate_one(translator: Any, sentence: str, beam: int | None) -> Any:
+    from attnkit.viz.samples import translation_sample
+
+    (result,) = translator.translate([sentence], beam_size=beam, need_weights=True)
+    return translation_sample(translator, result)
+
+
+def cmd_attention(args: argparse.Namespace) -> int:
+    from attnkit.tasks.runs import Translator
+    from attnkit.viz.figures import attention_figures
+    from attnkit.viz.heatmaps import save_figure
+
+    out = Path(args.out)
+    if out.suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise ValueError(f"--out must end in .png, .svg or .pdf, got {str(out)!r}")
+    translator = Translator.load(args.run, checkpoint=args.checkpoint, device=args.device)
+    sample = _translate_one(translator, args.sentence, args.beam)
+    figures = attention_figures(sample, None if args.kind == "all" else [args.kind], args.dpi)
+    print(f"{sample.source}  =>  {sample.translation}")
+    for fig in figures:
+        kind = fig.name.rsplit("_", 1)[-1]
+        path = out if len(figures) == 1 else out.with_name(f"{out.stem}-{kind}{out.suffix}")
+        save_figure(fig.figure, path, dpi=args.dpi)
+        print(f"{kind}: {path}")
+    return 0
+
+
+def demo_run_config(model_type: str, quick: bool = False) -> Any:
+    """The tiny dates run ``attnkit figures`` trains (a :class:`~attnkit.config.RunConfig`)."""
+    from attnkit.config import apply_overrides
+    from attnkit.tasks.presets import preset_for
+    from attnkit.tasks.runs import run_config_from_dict
+
+    merged = preset_for("dates", model_type)
+    merged["data"]["source"] = "dates"
+    merged = apply_overrides(merged, _DEMO_COMMON + _DEMO_MODELS[model_type] + _DEMO_SIZE[quick])
+    merged["model_type"] = model_type
+    return run_config_from_dict(merged)
+
+
+def _demo_runs(out: Path, quick: bool) -> list[Path]:
+    import torch
+
+    from attnkit.tasks.runs import train_translator
+
+    runs = []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny models gain nothing from more, and lose much on a busy CPU
+    try:
+        for model_type in ("transformer", "bahdanau"):
+            run_dir = out / "runs" / f"dates-{model_type}"
+            if (run_dir / "config.json").is_file():
+                shutil.rmtree(run_dir)  # a demo run of an earlier `attnkit figures`: retrain
+            start = time.perf_counter()
+            result, _ = train_translator(demo_run_config(model_type, quick), run_dir)
+            scores = ", ".join(f"{k} {v:.3g}" for k, v in (result.last_metrics or {}).items())
+            print(f"trained {model_type} in {time.perf_counter() - start:.0f} s ({scores})")
+            runs.append(run_dir)
+    finally:
+        torch.set_num_threads(threads)
+    return runs
+
+
+def cmd_figures(args: argparse.Namespace) -> int:
+    from attnkit.tasks.runs import Translator, load_run_config
+    from attnkit.viz.curves import plot_curves
+    from attnkit.viz.figures import (
+        CourseFigure,
+        attention_figures,
+        kernel_regression_figures,
+        positional_figures,
+        scoring_figures,
+        write_figures,
+    )
+
+    out = Path(args.out)
+    figures = kernel_regression_figures(dpi=args.dpi) + scoring_figures(dpi=args.dpi)
+    figures += positional_figures(dpi=args.dpi)
+    used: set[str] = set()
+    for run_dir in [Path(r) for r in args.run] or _demo_runs(out, args.quick):
+        cfg = load_run_config(run_dir)
+        prefix = (
+            cfg.model_type if cfg.model_type not in used else f"{cfg.model_type}-{run_dir.name}"
+        )
+        used.add(prefix)
+        translator = Translator.load(run_dir, device="cpu")
+        sample = _translate_one(translator, args.sentence, 1)
+        figures += attention_figures(sample, dpi=args.dpi, name=f"{prefix}_attention")
+        metrics = run_dir / "metrics.jsonl"
+        if metrics.is_file():
+            corpus = Path(cfg.data.source).stem
+            smoothing = cfg.train.label_smoothing
+            note = f" (with label smoothing {smoothing:g})" if smoothing else ""
+            curves = plot_curves(metrics, dpi=args.dpi, title=f"{cfg.model_type} on {corpus}")
+            caption = (
+                f"Training of the {cfg.model_type} run {run_dir.name} on {corpus}: training "
+                f"loss{note} and validation loss (left axis), validation BLEU and chrF (right)."
+            )
+            figures.append(CourseFigure(f"{prefix}_curves", curves, caption))
+    paths = write_figures(figures, out, dpi=args.dpi)
+    print(f"{len(paths)} figures in {out} (index: {out / 'index.md'}, {out / 'index.html'})")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from attnkit.viz.report import run_report
+
+    path = run_report(
+        args.run,
+        args.out,
+        sentences=args.sentences or None,
+        num_samples=args.samples,
+        beam_size=args.beam,
+        checkpoint=args.checkpoint,
+        device=args.device,
+    )
+    print(f"report: {path}")
+    return 0
