@@ -124,9 +124,9 @@ def check_attention_speed() -> None:
     for t in (256, 1024, 4096):
         x = torch.randn(16, t, 512, device="cuda", dtype=torch.bfloat16, requires_grad=True)
         times = alternate({
-            "attnkit": lambda: ours(x, x, x)[0].sum().backward(),
-            "nn.MHA": lambda: ref(x, x, x, need_weights=False)[0].sum().backward(),
-            "plain SDPA": lambda: plain(x).sum().backward(),
+            "attnkit": lambda x=x: ours(x, x, x)[0].sum().backward(),
+            "nn.MHA": lambda x=x: ref(x, x, x, need_weights=False)[0].sum().backward(),
+            "plain SDPA": lambda x=x: plain(x).sum().backward(),
         }, repeats=5, warmup=2, device="cuda")
         m = {k: median(v) for k, v in times.items()}
         print(f"  T={t:5d}  attnkit {m['attnkit'] * 1e3:7.2f} ms   ours/nn.MHA "

@@ -1,4 +1,4 @@
-"""Translation benchmark: training tokens/s vs nn.Transformer, greedy decoding with vs without cache.
+"""Translation benchmark: training tokens/s vs nn.Transformer; greedy decoding, cache vs none.
 
     python benchmarks/translation.py [--device cpu|cuda] [--quick] [--amp]
 

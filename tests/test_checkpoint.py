@@ -16,15 +16,13 @@ from torch import nn
 from attnkit.training import checkpoint as ckpt
 from attnkit.training.checkpoint import (
     CheckpointError,
-    CheckpointManager,
-    average_checkpoints,
     capture_rng_state,
     load_checkpoint,
     read_meta,
     restore_rng_state,
-    save_averaged,
     save_checkpoint,
 )
+from attnkit.training.manager import CheckpointManager, average_checkpoints, save_averaged
 
 
 class TiedLM(nn.Module):

@@ -17,19 +17,19 @@ import pytest
 import torch
 from PIL import Image
 
+from attnkit.data.download import download_file, file_digest
 from attnkit.data.errors import DataError
+from attnkit.data.image_datasets import load_cifar10, load_mnist, read_idx
 from attnkit.data.images import (
     ImageSet,
     augment_batch,
-    download_file,
     image_batches,
-    load_cifar10,
     load_digits_dataset,
     load_image_folder,
-    load_mnist,
+    num_batches,
     random_crop,
     random_hflip,
-    read_idx,
+    read_digit_image,
     stratified_split,
     to_float,
 )
@@ -162,9 +162,12 @@ def test_download_checksum_mismatch_leaves_no_file(tmp_path):
     source.write_bytes(b"payload")
     cache = tmp_path / "cache"
     with pytest.raises(DataError, match="checksum mismatch"):
-        download_file(source.as_uri(), cache, md5="0" * 32)
+        download_file(source.as_uri(), cache, "0" * 32, algorithm="md5")
     assert list(cache.iterdir()) == []
-    assert download_file(source.as_uri(), cache, md5=md5_of(source)).read_bytes() == b"payload"
+    assert (
+        download_file(source.as_uri(), cache, md5_of(source), algorithm="md5").read_bytes()
+        == b"payload"
+    )
     with pytest.raises(DataError, match="could not download"):
         download_file((tmp_path / "missing.bin").as_uri(), cache)
 
@@ -330,3 +333,94 @@ def test_image_batches_cover_each_image_once_in_a_seeded_order():
     assert torch.equal(resumed, order[4:])
     plain = torch.cat([y for _, y in image_batches(data, 4, shuffle=False)])
     assert plain.tolist() == list(range(10))
+
+
+def test_image_batches_shard_every_global_batch_over_ranks():
+    data = ImageSet(torch.rand(11, 1, 2, 2), torch.arange(11), [str(i) for i in range(11)])
+    assert num_batches(11, 4) == 3 and num_batches(11, 4, world_size=2) == 3
+    assert num_batches(9, 4, world_size=2) == 2  # a last batch of 1 cannot feed 2 ranks
+    whole = [y for _, y in image_batches(data, 4, seed=2, epoch=1)]
+    shards = [
+        [y for _, y in image_batches(data, 4, seed=2, epoch=1, rank=r, world_size=2)]
+        for r in range(2)
+    ]
+    for batch, a, b in zip(whole, *shards, strict=True):
+        assert sorted(torch.cat([a, b]).tolist()) == sorted(batch.tolist())
+        assert not set(a.tolist()) & set(b.tolist())
+    with pytest.raises(ValueError, match="rank"):
+        next(image_batches(data, 4, rank=2, world_size=2))
+
+
+# ---------------------------------------------------------------- digit pictures
+
+
+def _rectangle_expected() -> torch.Tensor:
+    """A 32 x 16 ink box: its bounding box is padded to 32 x 32 (8 columns each side), so the
+    4 x 4 blocks of columns 2..5 are full of ink and the rest empty."""
+    expected = torch.zeros(1, 8, 8)
+    expected[0, :, 2:6] = 1.0
+    return expected
+
+
+@pytest.mark.parametrize("style", ["dark-on-white", "light-on-black", "transparent"])
+def test_read_digit_image_crops_centres_and_block_averages(tmp_path, style):
+    path = tmp_path / f"{style}.png"
+    if style == "dark-on-white":
+        img = Image.new("L", (40, 44), 255)
+        img.paste(0, (3, 6, 19, 38))  # x 3..18, y 6..37: 16 wide, 32 tall
+    elif style == "light-on-black":
+        img = Image.new("RGB", (40, 44), (0, 0, 0))
+        img.paste((255, 255, 255), (3, 6, 19, 38))
+    else:
+        img = Image.new("RGBA", (40, 44), (0, 0, 0, 0))  # transparent black: paper
+        img.paste((0, 0, 0, 255), (3, 6, 19, 38))
+    img.save(path)
+    torch.testing.assert_close(read_digit_image(path), _rectangle_expected())
+
+
+def test_read_digit_image_of_a_scaled_up_digit_gives_the_digit_back(tmp_path):
+    _, test = load_digits_dataset(seed=0)
+    similarity = []
+    for i in range(20):
+        digit = test.images[i]  # (1, 8, 8) ink high, fills the height
+        ink = digit[0].repeat_interleave(4, 0).repeat_interleave(4, 1)  # (32, 32)
+        Image.fromarray((255 * (1 - ink)).round().byte().numpy(), mode="L").save(tmp_path / "d.png")
+        got = read_digit_image(tmp_path / "d.png")
+        assert got.shape == (1, 8, 8) and float(got.max()) == 1.0
+        # equal up to re-centring (a whole-block shift, or half a block when the ink's width
+        # leaves an odd margin) and the contrast stretch
+        similarity.append(
+            max(
+                float(
+                    torch.cosine_similarity(
+                        torch.roll(got, s, dims=2).flatten(), digit.flatten(), dim=0
+                    )
+                )
+                for s in (-1, 0, 1)
+            )
+        )
+    assert min(similarity) > 0.85
+    assert sum(s > 0.999 for s in similarity) >= 10
+
+
+def test_read_digit_image_errors_name_the_file(tmp_path):
+    blank = tmp_path / "blank.png"
+    Image.new("L", (9, 9), 255).save(blank)
+    with pytest.raises(DataError, match=r"blank\.png: the image is blank"):
+        read_digit_image(blank)
+    bad = tmp_path / "bad.png"
+    bad.write_text("nope")
+    with pytest.raises(DataError, match=r"bad\.png: cannot read the image"):
+        read_digit_image(bad)
+
+
+def test_download_helper_takes_the_hash_name(tmp_path):
+    source = tmp_path / "blob.bin"
+    source.write_bytes(b"abc")
+    sha256 = hashlib.sha256(b"abc").hexdigest()
+    got = download_file(source.as_uri(), tmp_path / "c", sha256, algorithm="sha256")
+    assert got == tmp_path / "c" / "blob.bin" and file_digest(got, "sha256") == sha256
+    with pytest.raises(DataError, match="expected sha1 0+"):
+        download_file(source.as_uri(), tmp_path / "d", "0" * 40, algorithm="sha1")
+    with pytest.raises(ValueError, match="algorithm"):
+        download_file(source.as_uri(), tmp_path / "e", "x", algorithm="nope")

@@ -11,8 +11,8 @@ import torch
 
 from attnkit.cli import main
 from attnkit.config import ConfigError
-from attnkit.tasks.runs import Translator, run_config_from_dict, train_translator
 from attnkit.tasks.presets import preset_for
+from attnkit.tasks.runs import Translator, run_config_from_dict, train_translator
 from attnkit.training.checkpoint import load_checkpoint
 
 TINY = {

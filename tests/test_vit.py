@@ -11,8 +11,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from attnkit.config import TrainConfig, ViTConfig
-from attnkit.data.images import ImageSet, image_batches, load_digits_dataset
+from attnkit.data.images import load_digits_dataset
 from attnkit.models.vit import VisionTransformer, ViT, attention_rollout
+from attnkit.tasks.classification import ClassificationTask
 from attnkit.training.trainer import Trainer
 
 KINDS = ("learned1d", "learned2d", "sincos2d")
@@ -323,51 +324,6 @@ def test_attention_rollout_matches_naive_float64_computation():
 # ---------------------------------------------------------------- learning
 
 
-class DigitsTask:
-    """The shape of an image-classification task for the shared Trainer (kept minimal here)."""
-
-    metric, mode = "accuracy", "max"
-
-    def __init__(self, train: ImageSet, test: ImageSet, batch_size: int, seed: int = 0) -> None:
-        self.train, self.test, self.batch_size, self.seed = train, test, batch_size, seed
-        self.epoch, self.position = 0, 0  # batches already yielded in this epoch (resume)
-
-    def train_batches(self, epoch: int):
-        start = self.position if epoch == self.epoch else 0
-        self.epoch, self.position = epoch, start
-        for batch in image_batches(
-            self.train, self.batch_size, seed=self.seed, epoch=epoch, start=start
-        ):
-            self.position += 1
-            yield batch
-
-    def batches_per_epoch(self) -> int:
-        return math.ceil(len(self.train) / self.batch_size)
-
-    def loss(self, model, batch):
-        device = next(model.parameters()).device
-        images, labels = (t.to(device) for t in batch)
-        logits, _ = model(images)  # (B, classes)
-        return F.cross_entropy(logits.float(), labels, reduction="sum"), len(labels)
-
-    def tokens(self, batch) -> int:
-        return len(batch[1])
-
-    def evaluate(self, model) -> dict[str, float]:
-        device = next(model.parameters()).device
-        correct = 0
-        for images, labels in image_batches(self.test, 256, shuffle=False):
-            logits, _ = model(images.to(device))
-            correct += int((logits.argmax(-1).cpu() == labels).sum())
-        return {"accuracy": correct / len(self.test)}
-
-    def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "position": self.position}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.epoch, self.position = state["epoch"], state["position"]
-
-
 def test_short_training_run_on_digits_beats_threshold():
     torch.manual_seed(0)
     threads = torch.get_num_threads()
@@ -399,7 +355,7 @@ def test_short_training_run_on_digits_beats_threshold():
             amp=False,
             log_every=1000,
         )
-        result = Trainer(model, DigitsTask(train, test, batch_size=64), config).fit()
+        result = Trainer(model, ClassificationTask(train, test, batch_size=64), config).fit()
     finally:
         torch.set_num_threads(threads)
     assert result.last_metrics["accuracy"] >= 0.93, result.last_metrics

@@ -219,7 +219,9 @@ class RunConfig:
 def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
     """Build a config dataclass from a dict; unknown keys and wrong nesting are errors."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{where or cls.__name__}: expected a table/dict, got {type(data).__name__}")
+        raise ConfigError(
+            f"{where or cls.__name__}: expected a table/dict, got {type(data).__name__}"
+        )
     names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - names)
     if unknown:

@@ -9,7 +9,7 @@ expects. PyTorch's ``nn.MultiheadAttention`` uses the opposite convention for it
 Shapes: B batch, L query length, S key length. A mask passed to attention must broadcast to
 ``(B, H, L, S)``; the helpers here return the smallest shape that does:
 
-* :func:`padding_mask` -> ``(B, S)`` (valid_lens of shape (B,)) or ``(B, L, S)`` (valid_lens (B, L)),
+* :func:`padding_mask` -> ``(B, S)`` (valid_lens (B,)) or ``(B, L, S)`` (valid_lens (B, L)),
 * :func:`causal_mask` -> ``(L, S)``,
 * :func:`attention_mask` combines them into ``(B, 1, L, S)`` (or ``(B, 1, 1, S)``).
 
@@ -42,7 +42,7 @@ def check_valid_lens(valid_lens: Tensor, max_len: int, name: str = "valid_lens")
         name: argument name used in error messages.
 
     Raises:
-        ValueError: if any length is negative or larger than ``max_len``, or the dtype is not integral.
+        ValueError: if a length is negative or above ``max_len``, or the dtype is not integral.
     """
     if not isinstance(valid_lens, Tensor):
         valid_lens = torch.as_tensor(valid_lens)

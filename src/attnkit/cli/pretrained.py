@@ -42,7 +42,9 @@ def _read_lines(path: str) -> list[str]:
     try:
         lines = file.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as err:
-        raise ValueError(f"--file {path}: not UTF-8 text ({err.reason} at byte {err.start})")
+        raise ValueError(
+            f"--file {path}: not UTF-8 text ({err.reason} at byte {err.start})"
+        ) from None
     return [line for line in lines if line.strip()]
 
 

@@ -127,7 +127,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         data = prepare_data(translator.config.data, run_dir, translator.config.data.max_len)
         sources = [s for s, _ in data.valid_refs[: args.samples]]
         refs = [r for _, r in data.valid_refs[: args.samples]]
-        for t, ref in zip(translator.translate(sources, beam_size=1), refs):
+        for t, ref in zip(translator.translate(sources, beam_size=1), refs, strict=True):
             print(f"  {t.source}  =>  {t.text}    (reference: {ref[0]})")
     return 0
 

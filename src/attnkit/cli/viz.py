@@ -61,7 +61,13 @@ def register(sub: Any) -> None:
         "head (rows: layers, columns: heads) with the sub-word pieces as tick labels.",
     )
     p.add_argument("sentence", help="the source sentence")
-    p.add_argument("--run", required=True, help="run folder of a trained translator")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", help="run folder of a trained translator")
+    source.add_argument(
+        "--model",
+        help="a pretrained encoder instead: minilm, or a folder with config.json, "
+        "model.safetensors and tokenizer.json (draws its self-attention)",
+    )
     p.add_argument(
         "--out",
         required=True,
@@ -140,6 +146,8 @@ def cmd_attention(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix.lower() not in (".png", ".svg", ".pdf"):
         raise ValueError(f"--out must end in .png, .svg or .pdf, got {str(out)!r}")
+    if args.model:
+        return _pretrained_attention(args, out)
     translator = Translator.load(args.run, checkpoint=args.checkpoint, device=args.device)
     sample = _translate_one(translator, args.sentence, args.beam)
     figures = attention_figures(sample, None if args.kind == "all" else [args.kind], args.dpi)
@@ -149,6 +157,28 @@ def cmd_attention(args: argparse.Namespace) -> int:
         path = out if len(figures) == 1 else out.with_name(f"{out.stem}-{kind}{out.suffix}")
         save_figure(fig.figure, path, dpi=args.dpi)
         print(f"{kind}: {path}")
+    return 0
+
+
+def _pretrained_attention(args: argparse.Namespace, out: Path) -> int:
+    """Self-attention of every layer and head of a pretrained encoder for one text."""
+    import torch
+
+    from attnkit.pretrained import load_pretrained
+    from attnkit.viz.heatmaps import attention_grid
+
+    device = "cpu" if args.device == "auto" else args.device
+    model, tokenizer, _ = load_pretrained(args.model, device=device)
+    batch = tokenizer([args.sentence])
+    with torch.inference_mode():
+        _, weights = model(batch.input_ids.to(device), batch.attention_mask.to(device),
+                           batch.token_type_ids.to(device), need_weights=True)
+    tokens = tokenizer.tokens(args.sentence)
+    per_layer = [w[0].cpu() for w in weights]  # (H, S, S) per layer
+    attention_grid(per_layer, src_tokens=tokens, tgt_tokens=tokens, xlabel="Keys",
+                   ylabel="Queries", path=out, dpi=args.dpi)
+    print(f"{len(per_layer)} layers x {per_layer[0].shape[0]} heads over {len(tokens)} tokens: "
+          f"{out}")
     return 0
 
 

@@ -7,19 +7,16 @@ A corpus is a list of ``(source, target)`` string pairs. Nothing here tokenizes;
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import random
-import tempfile
-import urllib.error
 import urllib.parse
-import urllib.request
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from .dates import generate_dates
+from .download import download_file
 from .errors import DataError
 
 __all__ = [
@@ -127,14 +124,6 @@ def default_cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "attnkit"
 
 
-def _sha1(path: Path) -> str:
-    digest = hashlib.sha1()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def download_fra_eng(
     cache_dir: str | Path | None = None,
     url: str = FRA_ENG_URL,
@@ -143,10 +132,10 @@ def download_fra_eng(
 ) -> Path:
     """Download the English–French zip once into a cache folder and return its path.
 
-    A cached file with the right checksum is reused without any network access. The download
-    goes to a temporary file in the cache folder, is checked, and only then renamed into place
-    (``os.replace``), so an interrupted or corrupt download never leaves a file under the final
-    name.
+    A cached file with the right checksum is reused without any network access; otherwise
+    :func:`attnkit.data.download.download_file` fetches it to a temporary file, checks it, and
+    only then renames it into place, so an interrupted or corrupt download never leaves a file
+    under the final name.
 
     Args:
         cache_dir: folder for the file (default :func:`default_cache_dir`).
@@ -161,36 +150,16 @@ def download_fra_eng(
         DataError: the download failed or its checksum does not match.
     """
     cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
-    target = cache / (Path(urllib.parse.urlparse(url).path).name or "corpus.zip")
-    if target.is_file():
-        if sha1 is None or _sha1(target) == sha1:
-            logger.debug("using cached %s", target)
-            return target
-        logger.warning("cached %s has a wrong checksum; downloading it again", target)
-        target.unlink()
-    cache.mkdir(parents=True, exist_ok=True)
-    logger.info("downloading %s to %s", url, target)
-    fd, tmp_name = tempfile.mkstemp(dir=cache, prefix=f".{target.name}.", suffix=".part")
-    tmp = Path(tmp_name)
-    try:
-        digest = hashlib.sha1()
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
-            for block in iter(lambda: response.read(1 << 20), b""):
-                digest.update(block)
-                out.write(block)
-        if sha1 is not None and digest.hexdigest() != sha1:
-            raise DataError(
-                f"checksum mismatch for {url}: expected sha1 {sha1}, got {digest.hexdigest()}; "
-                f"the download is corrupt or the file changed; download it by hand and {_HINT}"
-            )
-        os.replace(tmp, target)
-    except (urllib.error.URLError, OSError) as err:
-        raise DataError(
-            f"could not download {url} ({err}); download it by hand and {_HINT}"
-        ) from err
-    finally:
-        tmp.unlink(missing_ok=True)
-    return target
+    name = Path(urllib.parse.urlparse(url).path).name or "corpus.zip"
+    return download_file(
+        url,
+        cache,
+        sha1,
+        algorithm="sha1",
+        timeout=timeout,
+        filename=name,
+        hint=f"download it by hand and {_HINT}",
+    )
 
 
 def split_pairs(

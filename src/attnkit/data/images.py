@@ -1,71 +1,47 @@
-"""Image classification data: scikit-learn's 8x8 digits, MNIST, CIFAR-10, folders, augmentation.
+"""Image classification data: scikit-learn's 8x8 digits, image folders, augmentation, batching.
 
 Every loader returns an :class:`ImageSet`: images (N, C, H, W), either uint8 in 0..255 or float in
 [0, 1], integer labels (N,) and the class names. ``ImageSet.batch(index)`` gives float images in
-[0, 1], so models always see the same scale. Nothing downloads unless a loader is asked to
-(``download=True``) and the files are not already in the folder; downloads are checked against
-their published MD5 and land in the folder under their final name only once verified.
+[0, 1], so models always see the same scale. MNIST and CIFAR-10 (downloaded on request) live in
+:mod:`attnkit.data.image_datasets`.
 """
 
 from __future__ import annotations
 
-import gzip
-import hashlib
 import logging
-import os
-import pickle
-import tarfile
-import tempfile
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .corpora import default_cache_dir
 from .errors import DataError
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
 
 __all__ = [
     "ImageSet",
     "to_float",
     "stratified_split",
     "load_digits_dataset",
-    "download_file",
-    "read_idx",
-    "load_mnist",
-    "load_cifar10",
     "read_image",
+    "read_digit_image",
     "load_image_folder",
     "random_crop",
     "random_hflip",
     "augment_batch",
     "image_batches",
-    "MNIST_URL",
-    "MNIST_MD5",
-    "CIFAR10_URL",
-    "CIFAR10_MD5",
+    "num_batches",
     "IMAGE_EXTENSIONS",
 ]
 
 logger = logging.getLogger(__name__)
 
-MNIST_URL = "https://ossci-datasets.s3.amazonaws.com/mnist/"
-MNIST_MD5 = {
-    "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
-    "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
-    "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
-    "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
-}
-CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
-CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
-_CIFAR10_DIR = "cifar-10-batches-py"
-_CIFAR10_CLASSES = "airplane automobile bird cat deer dog frog horse ship truck".split()
 IMAGE_EXTENSIONS = tuple(".png .jpg .jpeg .bmp .gif .tif .tiff .webp .ppm .pgm".split())
 _MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
 
@@ -157,245 +133,32 @@ def load_digits_dataset(seed: int = 0, test_fraction: float = 0.2) -> tuple[Imag
     return data.subset(train), data.subset(test)
 
 
-def _md5(path: Path) -> str:
-    digest = hashlib.md5(usedforsecurity=False)
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def download_file(
-    url: str, directory: str | Path, md5: str | None = None, timeout: float = 60.0
-) -> Path:
-    """Download ``url`` once into ``directory`` (verified against ``md5``) and return its path.
-
-    A file already there with the right checksum is reused without network access. The download
-    goes to a temporary file that is renamed into place only after the check, so a failed or
-    corrupt download never sits under the final name.
-
-    Raises:
-        DataError: the download failed or the checksum does not match.
-    """
-    directory = Path(directory).expanduser()
-    target = directory / url.rstrip("/").rsplit("/", 1)[-1]
-    if target.is_file():
-        if md5 is None or _md5(target) == md5:
-            return target
-        logger.warning("%s has a wrong checksum; downloading it again", target)
-    directory.mkdir(parents=True, exist_ok=True)
-    logger.info("downloading %s to %s", url, target)
-    fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{target.name}.", suffix=".part")
-    tmp = Path(tmp_name)
-    try:
-        digest = hashlib.md5(usedforsecurity=False)
-        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=timeout) as response:
-            for block in iter(lambda: response.read(1 << 20), b""):
-                digest.update(block)
-                out.write(block)
-        if md5 is not None and digest.hexdigest() != md5:
-            raise DataError(
-                f"checksum mismatch for {url}: expected md5 {md5}, got "
-                f"{digest.hexdigest()}; retry, or download it by hand into {directory}"
-            )
-        os.replace(tmp, target)
-    except (urllib.error.URLError, OSError) as err:
-        raise DataError(
-            f"could not download {url} ({err}); download it by hand into {directory}"
-        ) from err
-    finally:
-        tmp.unlink(missing_ok=True)
-    return target
-
-
-def read_idx(path: str | Path) -> Tensor:
-    """Read an IDX file (MNIST's format; gzip-compressed when the name ends in .gz) of uint8 data.
-
-    Returns:
-        the array as a uint8 tensor with the dimensions stored in the header.
-    """
-    path = Path(path)
-    try:
-        with gzip.open(path, "rb") if path.suffix == ".gz" else path.open("rb") as f:
-            raw = f.read()
-    except OSError as err:
-        raise DataError(f"{path}: cannot read the IDX file ({err})") from err
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
-        raise DataError(
-            f"{path}: not an IDX file of unsigned bytes (bad magic number "
-            f"{raw[:4].hex()}); is it an MNIST images/labels file?"
-        )
-    ndim = raw[3]
-    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    offset = 4 + 4 * ndim
-    if len(raw) - offset != int(np.prod(dims)):
-        raise DataError(
-            f"{path}: header says {dims} ({int(np.prod(dims))} bytes) but the file "
-            f"holds {len(raw) - offset}; the file is truncated or corrupt"
-        )
-    data = np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(dims)
-    return torch.from_numpy(data.copy())
-
-
-def _find_or_fetch(folder: Path, name: str, url: str, md5: str | None, download: bool) -> Path:
-    for candidate in [d / n for d in (folder, folder / "raw") for n in (f"{name}.gz", name)]:
-        if candidate.is_file():
-            return candidate
-    if not download:
-        raise DataError(
-            f"{name}[.gz] not found in {folder}; put the file there or allow the "
-            "download (download=True)"
-        )
-    return download_file(url, folder, md5)
-
-
-def load_mnist(
-    split: str = "train",
-    root: str | Path | None = None,
-    download: bool = True,
-    base_url: str = MNIST_URL,
-    md5: dict[str, str] | None = None,
-) -> ImageSet:
-    """MNIST from its four IDX files (``train-images-idx3-ubyte[.gz]`` ...) in ``root``.
-
-    Args:
-        split: ``train`` (60,000 images) or ``test`` (10,000).
-        root: folder with the files (default ``<cache>/mnist``); missing files are downloaded
-            into it when ``download`` is true.
-        base_url: where ``<base_url><file>.gz`` is fetched from.
-        md5: expected MD5 by ``.gz`` file name (default :data:`MNIST_MD5`; ``{}`` skips checks).
-
-    Returns:
-        uint8 images (N, 1, 28, 28) and labels (N,).
-    """
-    if split not in ("train", "test"):
-        raise ValueError(f"load_mnist: split must be 'train' or 'test', got {split!r}")
-    folder = Path(root).expanduser() if root is not None else default_cache_dir() / "mnist"
-    sums = MNIST_MD5 if md5 is None else md5
-    prefix = "train" if split == "train" else "t10k"
-    files = [f"{prefix}-images-idx3-ubyte", f"{prefix}-labels-idx1-ubyte"]
-    images_path, labels_path = (
-        _find_or_fetch(folder, name, base_url + name + ".gz", sums.get(name + ".gz"), download)
-        for name in files
-    )
-    images, labels = read_idx(images_path), read_idx(labels_path)
-    if images.dim() != 3 or labels.dim() != 1 or len(images) != len(labels):
-        raise DataError(
-            f"{images_path}, {labels_path}: expected images (N, H, W) and labels "
-            f"(N,), got {tuple(images.shape)} and {tuple(labels.shape)}"
-        )
-    return ImageSet(images.unsqueeze(1), labels.long(), [str(d) for d in range(10)])
-
-
-class _ArrayUnpickler(pickle.Unpickler):
-    """Unpickles dicts, lists, strings and numpy arrays only (CIFAR batches); nothing executable.
-
-    ``_codecs.encode`` is how Python 3 protocol-2 pickles store bytes.
-    """
-
-    _ALLOWED = {
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"),
-        ("_codecs", "encode"),
-    }
-
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) not in self._ALLOWED:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
-        return super().find_class(module, name)
-
-
-def _read_cifar_pickle(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as f:
-            raw = _ArrayUnpickler(f, encoding="bytes").load()
-    except (OSError, pickle.UnpicklingError, EOFError, ValueError, ImportError) as err:
-        raise DataError(f"{path}: cannot read the CIFAR batch ({err}); re-download it") from err
-    if not isinstance(raw, dict):
-        raise DataError(f"{path}: expected a pickled dict, got {type(raw).__name__}")
-    return {k.decode() if isinstance(k, bytes) else k: v for k, v in raw.items()}
-
-
-def _extract_cifar(archive: Path, folder: Path) -> None:
-    """Extract the regular files under ``cifar-10-batches-py/`` only (no links, no ``..``)."""
-    try:
-        with tarfile.open(archive, "r:gz") as tar:
-            for member in tar.getmembers():
-                parts = Path(member.name).parts
-                if not member.isfile() or parts[:1] != (_CIFAR10_DIR,) or ".." in parts:
-                    continue
-                (folder / member.name).parent.mkdir(parents=True, exist_ok=True)
-                source = tar.extractfile(member)
-                assert source is not None
-                (folder / member.name).write_bytes(source.read())
-    except (tarfile.TarError, OSError) as err:
-        raise DataError(f"{archive}: cannot extract ({err}); delete it and retry") from err
-
-
-def load_cifar10(
-    split: str = "train",
-    root: str | Path | None = None,
-    download: bool = True,
-    url: str = CIFAR10_URL,
-    md5: str | None = CIFAR10_MD5,
-) -> ImageSet:
-    """CIFAR-10 from its python batches (``data_batch_1..5``, ``test_batch``, ``batches.meta``).
-
-    Args:
-        split: ``train`` (50,000 images) or ``test`` (10,000).
-        root: folder holding ``cifar-10-batches-py/`` (or the batch files themselves); default
-            ``<cache>/cifar10``. When missing and ``download`` is true, the archive at ``url`` is
-            fetched there, checked against ``md5`` and extracted.
-
-    Returns:
-        uint8 images (N, 3, 32, 32), labels (N,), the class names.
-    """
-    if split not in ("train", "test"):
-        raise ValueError(f"load_cifar10: split must be 'train' or 'test', got {split!r}")
-    folder = Path(root).expanduser() if root is not None else default_cache_dir() / "cifar10"
-    names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
-    batch_dir = next((d for d in (folder / _CIFAR10_DIR, folder) if (d / names[0]).is_file()), None)
-    if batch_dir is None:
-        if not download:
-            raise DataError(
-                f"{_CIFAR10_DIR}/{names[0]} not found in {folder}; put the extracted "
-                "batches there or allow the download (download=True)"
-            )
-        _extract_cifar(download_file(url, folder, md5), folder)
-        batch_dir = folder / _CIFAR10_DIR
-    images, labels = [], []
-    for name in names:
-        batch = _read_cifar_pickle(batch_dir / name)
-        data, target = np.asarray(batch.get("data")), batch.get("labels")
-        if (
-            data.dtype != np.uint8
-            or data.ndim != 2
-            or data.shape[1] != 3 * 32 * 32
-            or target is None
-            or len(target) != len(data)
-        ):
-            raise DataError(
-                f"{batch_dir / name}: expected 'data' uint8 (N, 3072) and N 'labels', "
-                f"got {data.dtype} {data.shape}"
-            )
-        images.append(torch.from_numpy(data.reshape(-1, 3, 32, 32).copy()))  # (n, 3, 32, 32)
-        labels.append(torch.as_tensor(np.asarray(target), dtype=torch.long))
-    classes = _CIFAR10_CLASSES
-    if (batch_dir / "batches.meta").is_file():
-        meta = _read_cifar_pickle(batch_dir / "batches.meta").get("label_names", classes)
-        classes = [c.decode() if isinstance(c, bytes) else str(c) for c in meta]
-    return ImageSet(torch.cat(images), torch.cat(labels), classes)
-
-
 def _size_pair(size: int | tuple[int, int]) -> tuple[int, int]:
     h, w = (size, size) if isinstance(size, int) else tuple(size)
     if h <= 0 or w <= 0:
         raise ValueError(f"image size must be positive, got {size!r}")
     return h, w
+
+
+def _open_image(path: str | Path) -> PILImage:
+    """Open and decode an image file (EXIF rotation applied, palettes expanded to RGB/RGBA).
+
+    Raises:
+        DataError: the file is missing or not an image Pillow can decode; the message names it.
+    """
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            img.load()
+            img = ImageOps.exif_transpose(img)  # photos stored rotated with an EXIF tag
+    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as err:
+        raise DataError(
+            f"{path}: cannot read the image ({err}); remove or replace the file"
+        ) from err
+    if img.mode in ("P", "PA"):
+        img = img.convert("RGBA" if img.mode == "PA" or "transparency" in img.info else "RGB")
+    return img
 
 
 def read_image(
@@ -416,37 +179,72 @@ def read_image(
         DataError (a ValueError): unreadable file, or wrong channel count without ``convert``;
         the message names the file.
     """
-    from PIL import Image, ImageOps, UnidentifiedImageError
+    from PIL import Image
 
     if channels not in _MODES:
         raise ValueError(f"read_image: channels must be one of {sorted(_MODES)}, got {channels}")
     h, w = _size_pair(size)
-    try:
-        with Image.open(path) as img:
-            img.load()
-            img = ImageOps.exif_transpose(img)  # photos stored rotated with an EXIF tag
-            if img.mode in ("P", "PA"):
-                img = img.convert(
-                    "RGBA" if img.mode == "PA" or "transparency" in img.info else "RGB"
-                )
-            found = len(img.getbands())
-            if found != channels and not convert:
-                raise DataError(
-                    f"{path}: image has {found} channel(s) (mode {img.mode}) but "
-                    f"{channels} expected; convert the file or pass convert=True"
-                )
-            if img.mode != _MODES[channels]:
-                img = img.convert(_MODES[channels])
-            if img.size != (w, h):
-                img = img.resize((w, h), Image.Resampling.BILINEAR)
-            pixels = np.asarray(img, dtype=np.uint8)  # (H, W) or (H, W, C)
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as err:
-        if isinstance(err, DataError):
-            raise
+    img = _open_image(path)
+    found = len(img.getbands())
+    if found != channels and not convert:
         raise DataError(
-            f"{path}: cannot read the image ({err}); remove or replace the file"
-        ) from err
+            f"{path}: image has {found} channel(s) (mode {img.mode}) but "
+            f"{channels} expected; convert the file or pass convert=True"
+        )
+    if img.mode != _MODES[channels]:
+        img = img.convert(_MODES[channels])
+    if img.size != (w, h):
+        img = img.resize((w, h), Image.Resampling.BILINEAR)
+    pixels = np.asarray(img, dtype=np.uint8)  # (H, W) or (H, W, C)
     return torch.from_numpy(pixels.reshape(h, w, channels).copy()).permute(2, 0, 1)  # (C, H, W)
+
+
+def read_digit_image(path: str | Path, ink_threshold: float = 0.1) -> Tensor:
+    """Turn a picture of one handwritten digit into the 8x8 format of scikit-learn's digits.
+
+    The digits data set was made from 32x32 bitmaps of digits scaled to fill the box (height
+    first, aspect kept, centred) by counting the ink in 4x4 blocks, so ink is high and the
+    background 0. This does the same to an ordinary picture: grey levels (transparent pixels
+    count as white paper), inverted when the border is light (dark ink on paper), cropped to the
+    ink's bounding box (pixels above ``ink_threshold`` of the strongest ink), padded to a centred
+    square, area-averaged down to 8x8 and stretched so that the strongest block is 1.
+
+    Args:
+        path: the image file (any size, grey, RGB or RGBA).
+        ink_threshold: fraction of the strongest ink that counts as ink for the bounding box.
+
+    Returns:
+        float pixels in [0, 1], ink high. Shapes: (1, 8, 8).
+
+    Raises:
+        DataError: unreadable file, or a blank image (no ink); the message names the file.
+    """
+    from PIL import Image
+
+    img = _open_image(path)
+    if "A" in img.getbands():  # composite over white paper
+        paper = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(paper, img.convert("RGBA"))
+    grey = np.asarray(img.convert("L"), dtype=np.float64) / 255.0  # (H, W)
+    border = np.concatenate([grey[0], grey[-1], grey[:, 0], grey[:, -1]])
+    ink = 1.0 - grey if np.median(border) > 0.5 else grey  # (H, W), ink high
+    edge = np.concatenate([ink[0], ink[-1], ink[:, 0], ink[:, -1]])
+    ink = np.clip(ink - np.median(edge), 0.0, None)  # the paper's own shade becomes 0
+    if ink.max() <= 1e-3:
+        raise DataError(
+            f"{path}: the image is blank (no ink found); expected one dark digit "
+            "on a light background or a light digit on a dark one"
+        )
+    rows, cols = np.nonzero(ink >= ink_threshold * ink.max())
+    ink = ink[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]  # (h, w) bounding box
+    side = max(ink.shape)
+    square = np.zeros((side, side))
+    top, left = (side - ink.shape[0]) // 2, (side - ink.shape[1]) // 2
+    square[top : top + ink.shape[0], left : left + ink.shape[1]] = ink  # (side, side)
+    pil = Image.fromarray(square.astype(np.float32))  # mode F
+    small = np.asarray(pil.resize((8, 8), Image.Resampling.BOX), dtype=np.float64)  # (8, 8)
+    small = small / max(small.max(), 1e-12)
+    return torch.from_numpy(small).float()[None]  # (1, 8, 8)
 
 
 def load_image_folder(
@@ -524,6 +322,14 @@ def augment_batch(
     return random_hflip(images, 0.5, generator) if hflip else images
 
 
+def num_batches(n: int, batch_size: int, world_size: int = 1) -> int:
+    """Batches per epoch: ``ceil(n / batch_size)``, less a last batch too small to give every one
+    of ``world_size`` processes an image."""
+    count = -(-n // batch_size)
+    rest = n % batch_size
+    return count - 1 if world_size > 1 and 0 < rest < world_size and count > 1 else count
+
+
 def image_batches(
     data: ImageSet,
     batch_size: int,
@@ -531,18 +337,24 @@ def image_batches(
     seed: int = 0,
     epoch: int = 0,
     start: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
 ) -> Iterator[tuple[Tensor, Tensor]]:
     """Yield ``(images float [0, 1], labels)`` batches; the order depends only on (seed, epoch).
 
-    ``start`` skips the first batches (resuming mid-epoch). The last batch may be smaller.
+    ``start`` skips the first batches (resuming mid-epoch). The last batch may be smaller. With
+    ``world_size`` > 1 every process draws the same global batches and keeps its share
+    (positions ``rank::world_size``), see :func:`num_batches`.
     Shapes: (b, C, H, W), (b,).
     """
     if batch_size <= 0:
         raise ValueError(f"image_batches: batch_size must be > 0, got {batch_size}")
+    if not 0 <= rank < world_size:
+        raise ValueError(f"image_batches: need 0 <= rank < world_size, got {rank}, {world_size}")
     n = len(data)
     if shuffle:
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
     else:
         order = torch.arange(n)
-    for first in range(start * batch_size, n, batch_size):
-        yield data.batch(order[first : first + batch_size])
+    for i in range(start, num_batches(n, batch_size, world_size)):
+        yield data.batch(order[i * batch_size : (i + 1) * batch_size][rank::world_size])

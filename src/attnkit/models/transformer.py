@@ -144,7 +144,7 @@ class Transformer(nn.Module):
         """Decode target tokens given the encoder memory.
 
         Args:
-            tgt: (B, L) target ids starting with BOS; with a cache only the new tokens (usually L=1).
+            tgt: (B, L) target ids starting with BOS; with a cache, only the new tokens (L=1).
             memory: (B, S, D) from :meth:`encode`.
             src_mask: (B, S) bool, True = real source token.
             cache: :class:`DecoderCache` from :meth:`init_cache`, updated in place.

@@ -13,14 +13,14 @@ __all__ = ["PRESETS", "preset_for"]
 
 _DATES_DATA = {"tokenizer": "bpe", "vocab_size": 200, "split_digits": True, "max_len": 40,
                "num_examples": 20000, "valid_fraction": 0.05, "valid_limit": 500}
-_TEXT_DATA = {"tokenizer": "bpe", "vocab_size": 8000, "shared_vocab": True, "max_len": 64}
+_TEXT_DATA = {"tokenizer": "bpe", "vocab_size": 6000, "shared_vocab": True, "max_len": 64}
 
 PRESETS: dict[str, dict[str, Any]] = {
     "dates/transformer": {
         "model": {"d_model": 128, "num_heads": 4, "ffn_hidden": 512, "num_encoder_layers": 2,
                   "num_decoder_layers": 2, "dropout": 0.1, "norm_first": True},
         "data": _DATES_DATA,
-        "train": {"epochs": 8, "max_tokens": 2048, "lr": 2e-3, "warmup_steps": 200,
+        "train": {"epochs": 5, "max_tokens": 2048, "lr": 2e-3, "warmup_steps": 200,
                   "label_smoothing": 0.1, "log_every": 50},
         "decode": {"beam_size": 1},
     },
@@ -36,7 +36,7 @@ PRESETS: dict[str, dict[str, Any]] = {
                   "num_decoder_layers": 3, "dropout": 0.1, "norm_first": True,
                   "tie_embeddings": "all"},
         "data": _TEXT_DATA,
-        "train": {"epochs": 30, "max_tokens": 6000, "lr": 1.5e-3, "warmup_steps": 400,
+        "train": {"epochs": 30, "max_tokens": 4096, "lr": 1.5e-3, "warmup_steps": 400,
                   "label_smoothing": 0.1, "log_every": 50},
         "decode": {"beam_size": 5, "length_penalty": 0.6},
     },

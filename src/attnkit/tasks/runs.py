@@ -8,14 +8,13 @@ Layout of ``runs/NAME``::
     curves.png             training curves
     checkpoints/last/      model.safetensors + state.pt + meta.json (atomic)
     checkpoints/best-*/    the best N by validation BLEU
+
+The run-folder plumbing shared with other tasks lives in :mod:`attnkit.tasks.rundir`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from attnkit import __version__
 from attnkit.config import (
     ConfigError,
     DataConfig,
@@ -37,6 +35,16 @@ from attnkit.config import (
 from attnkit.data.errors import DataError
 from attnkit.data.tokenizers import Tokenizer
 from attnkit.models import build_seq2seq
+from attnkit.tasks.rundir import (
+    RUN_FORMAT,
+    find_checkpoint,
+    read_run_config,
+    resumed_train_config,
+    start_or_resume,
+    write_curves,
+    write_json_atomic,
+    write_run_config,
+)
 from attnkit.tasks.translation import (
     TranslationTask,
     decode_corpus,
@@ -44,42 +52,17 @@ from attnkit.tasks.translation import (
     prepare_data,
 )
 from attnkit.training import distributed as dist
-from attnkit.training.checkpoint import CheckpointManager, load_checkpoint
+from attnkit.training.checkpoint import load_checkpoint
 from attnkit.training.trainer import Trainer, TrainResult, resolve_device
 
 __all__ = ["RUN_FORMAT", "Translator", "train_translator", "load_run_config", "write_json_atomic"]
 
-RUN_FORMAT = 1
 log = logging.getLogger(__name__)
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to a temporary sibling, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def load_run_config(run_dir: str | Path) -> RunConfig:
     """Read ``run_dir/config.json``; errors name the folder and what to do."""
-    path = Path(run_dir) / "config.json"
-    if not path.is_file():
-        raise ConfigError(f"{run_dir}: not a run folder (no config.json); train one with "
-                          "`attnkit train --run DIR`")
-    try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ConfigError(f"{path}: unreadable ({err})") from None
-    if raw.get("run_format") != RUN_FORMAT:
-        raise ConfigError(
-            f"{path}: run format {raw.get('run_format')!r} (attnkit "
-            f"{raw.get('attnkit_version', '?')}) is not supported by attnkit {__version__} "
-            f"(format {RUN_FORMAT}); retrain the run with this version")
-    return run_config_from_dict(raw["config"])
+    return run_config_from_dict(read_run_config(run_dir))
 
 
 def run_config_from_dict(data: dict[str, Any]) -> RunConfig:
@@ -107,9 +90,6 @@ def _model_dict(cfg: RunConfig, src_tok: Tokenizer, tgt_tok: Tokenizer) -> dict[
     return model
 
 
-RESUMABLE_TRAIN_FIELDS = ("epochs", "time_budget", "patience", "log_every", "keep_best", "device")
-
-
 def train_translator(
     cfg: RunConfig | None,
     run_dir: str | Path,
@@ -120,29 +100,18 @@ def train_translator(
     """Train (or resume) a translation run in ``run_dir``; return the result and the translator.
 
     With ``resume`` the stored configuration is used; ``train_overrides`` may change the fields in
-    :data:`RESUMABLE_TRAIN_FIELDS` (e.g. more epochs, a new time budget; the budget counts the
-    run's total training time, earlier sessions included). The change is saved in config.json.
+    :data:`~attnkit.tasks.rundir.RESUMABLE_TRAIN_FIELDS` (e.g. more epochs, a new time budget;
+    the budget counts the run's total training time, earlier sessions included). The change is
+    saved in config.json.
     """
     run_dir = Path(run_dir)
-    ckpt = run_dir / "checkpoints" / "last"
+    ckpt = start_or_resume(run_dir, resume)
     if resume:
         cfg = load_run_config(run_dir)
-        if train_overrides:
-            bad = sorted(set(train_overrides) - set(RESUMABLE_TRAIN_FIELDS))
-            if bad:
-                raise ConfigError(f"--resume cannot change train settings {bad}; only "
-                                  f"{list(RESUMABLE_TRAIN_FIELDS)} (start a new run otherwise)")
-            train = from_dict(TrainConfig, {**to_dict(cfg.train), **train_overrides}, "train")
-            cfg = RunConfig(cfg.model_type, cfg.model, cfg.data, train, cfg.decode)
-        found = CheckpointManager(run_dir).last_path()
-        if found is None:
-            raise ConfigError(f"{run_dir}: no checkpoint to resume from ({ckpt} missing)")
-        ckpt = found
+        cfg = RunConfig(cfg.model_type, cfg.model, cfg.data,
+                        resumed_train_config(cfg.train, train_overrides), cfg.decode)
     elif cfg is None:
         raise ConfigError("train_translator needs a RunConfig unless resume=True")
-    elif (run_dir / "config.json").exists():
-        raise ConfigError(f"{run_dir} already holds a run; use --resume to continue it or pick "
-                          "another --run folder")
     device = resolve_device(cfg.train.device)
     dist.init_from_env(device.type)
     if dist.is_main():
@@ -159,29 +128,18 @@ def train_translator(
     model = build_seq2seq(cfg.model_type, model_dict)
     cfg = RunConfig(cfg.model_type, model_dict, cfg.data, cfg.train, cfg.decode)
     if dist.is_main() and (not resume or train_overrides):
-        write_json_atomic(run_dir / "config.json", {
-            "run_format": RUN_FORMAT, "attnkit_version": __version__,
-            "config": {"model_type": cfg.model_type, "model": cfg.model,
-                       "data": to_dict(cfg.data), "train": to_dict(cfg.train),
-                       "decode": to_dict(cfg.decode)}})
+        write_run_config(run_dir, {
+            "model_type": cfg.model_type, "model": cfg.model, "data": to_dict(cfg.data),
+            "train": to_dict(cfg.train), "decode": to_dict(cfg.decode)})
     task = TranslationTask(data, cfg.train.max_tokens, cfg.train.seed, cfg.train.label_smoothing,
                            cfg.decode, device)
     trainer = Trainer(model, task, cfg.train, run_dir, progress=progress)
-    if resume:
+    if ckpt is not None:
         trainer.resume(ckpt)
     result = trainer.fit()
     if dist.is_main():
-        _write_curves(run_dir)
+        write_curves(run_dir)
     return result, Translator(model, data.src_tok, data.tgt_tok, cfg)
-
-
-def _write_curves(run_dir: Path) -> None:
-    try:
-        from attnkit.viz.curves import plot_curves
-
-        plot_curves(run_dir / "metrics.jsonl", path=run_dir / "curves.png")
-    except Exception as err:  # a plot must never fail a finished training run
-        log.warning("could not draw training curves: %s", err)
 
 
 @dataclass
@@ -214,16 +172,7 @@ class Translator:
         cfg = load_run_config(run_dir)
         src_tok, tgt_tok = load_tokenizers(run_dir / "tokenizer")
         model = build_seq2seq(cfg.model_type, cfg.model)
-        manager = CheckpointManager(run_dir, keep_best=cfg.train.keep_best)
-        if checkpoint == "best":
-            path = manager.best_path() or manager.last_path()
-        elif checkpoint == "last":
-            path = manager.last_path()
-        else:
-            path = Path(checkpoint)
-        if path is None or not Path(path).exists():
-            raise ConfigError(f"{run_dir}: no {checkpoint} checkpoint found; has the run trained "
-                              "for at least one epoch?")
+        path = find_checkpoint(run_dir, checkpoint, cfg.train.keep_best)
         load_checkpoint(path, model, with_state=False)
         return cls(model.to(resolve_device(device)), src_tok, tgt_tok, cfg)
 
@@ -254,7 +203,7 @@ class Translator:
         results = decode_corpus(self.model, sources, self.config.decode, beam_size=beam,
                                 max_tokens=max_tokens, need_weights=need_weights, n_best=n_best)
         out = []
-        for sentence, result in zip(sentences, results):
+        for sentence, result in zip(sentences, results, strict=True):
             if isinstance(result, list) and not result:  # constraints allowed no output
                 out.append(Translation(sentence, "", [], float("-inf"), []))
             elif isinstance(result, list):  # n-best list from beam search

@@ -1,4 +1,4 @@
-"""Translation as a trainer task: data preparation, the loss, validation BLEU, and corpus decoding."""
+"""Translation as a trainer task: data preparation, loss, validation BLEU, corpus decoding."""
 
 from __future__ import annotations
 
@@ -113,12 +113,19 @@ def decode_corpus(
     device: torch.device | None = None,
     need_weights: bool = False,
     n_best: int | None = None,
+    shard: tuple[int, int] = (0, 1),
 ) -> list[Any]:
     """Translate many id sequences in length-sorted batches; results come back in input order.
+
+    ``shard=(r, n)`` decodes only the batches ``r, r + n, ...`` (the other entries stay None), so
+    that n processes together decode exactly the batches, and get exactly the results, of one.
 
     Returns, per source, the greedy result or the n-best list of beam search
     (``decoding.greedy_decode`` / ``decoding.beam_search`` items).
     """
+    if not 0 <= shard[0] < shard[1]:
+        raise ValueError(f"shard must be (rank, world_size) with 0 <= rank < world_size, got "
+                         f"{shard}")
     device = device or next(model.parameters()).device
     lengths = [len(s) + 1 for s in sources]
     sampler = TokenBucketSampler(lengths, max(max_tokens, max(lengths, default=1)),
@@ -126,7 +133,9 @@ def decode_corpus(
     results: list[Any] = [None] * len(sources)
     model.eval()
     with torch.inference_mode():
-        for indices in sampler:
+        for k, indices in enumerate(sampler):
+            if k % shard[1] != shard[0]:
+                continue
             src, lens = _pad([sources[i] for i in indices], device)
             mask = torch.arange(src.shape[1], device=device) < lens[:, None]  # (B, S)
             if beam_size > 1:
@@ -136,7 +145,7 @@ def decode_corpus(
                 out = beam_search(model, src, mask, cfg, need_weights=need_weights)
             else:
                 out = greedy_decode(model, src, mask, config=decode, need_weights=need_weights)
-            for i, item in zip(indices, _per_sentence(out)):
+            for i, item in zip(indices, _per_sentence(out), strict=True):
                 results[i] = item
     return results
 
@@ -200,27 +209,43 @@ class TranslationTask:
         self.sampler.load_state_dict(state["sampler"])
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
-        """Validation loss (all pairs) and greedy BLEU/chrF/accuracy (distinct sources)."""
-        total, count = 0.0, 0
+        """Validation loss (all pairs) and greedy BLEU/chrF/accuracy (distinct sources).
+
+        Distributed: rank r takes every world-size-th batch of the single-process batching and
+        the pieces are gathered, so every rank returns the single-process numbers.
+        """
+        shard = (dist.rank(), dist.world_size())
         lengths = example_lengths(self.data.valid)
-        for indices in TokenBucketSampler(lengths, max(self.max_tokens, max(lengths)),
-                                          shuffle=False):
+        losses: dict[int, tuple[float, int]] = {}
+        for k, indices in enumerate(TokenBucketSampler(
+                lengths, max(self.max_tokens, max(lengths)), shuffle=False)):
+            if k % shard[1] != shard[0]:
+                continue
             batch = collate([self.data.valid[i] for i in indices]).to(self.device)
             loss_sum, n = masked_cross_entropy(model(batch.src, batch.tgt_in, batch.src_mask),
                                                batch.tgt_out, pad_id=PAD_ID)
-            total, count = total + float(loss_sum), count + n
-        hyps = self.translate_valid(model)
+            losses[k] = (float(loss_sum), n)
+        mine = self.translate_valid(model, shard)
+        hyps: list[str | None] = [None] * len(mine)
+        for part_losses, part_hyps in dist.all_gather_objects((losses, mine)):
+            losses.update(part_losses)
+            hyps = [h if h is not None else p for h, p in zip(hyps, part_hyps, strict=True)]
+        total, count = 0.0, 0
+        for k in sorted(losses):  # batch order: the single-process sum, bit for bit
+            total, count = total + losses[k][0], count + losses[k][1]
         refs = [r for _, r in self.data.valid_refs]
         exact = sum(h.strip().lower() in {x.strip().lower() for x in r}
-                    for h, r in zip(hyps, refs))
+                    for h, r in zip(hyps, refs, strict=True))
         return {"loss": total / max(count, 1),
                 "bleu": corpus_bleu(hyps, refs, lowercase=True).score,
                 "chrf": corpus_chrf(hyps, refs).score,
                 "accuracy": exact / max(len(refs), 1)}
 
-    def translate_valid(self, model: nn.Module) -> list[str]:
+    def translate_valid(self, model: nn.Module,
+                        shard: tuple[int, int] = (0, 1)) -> list[str | None]:
+        """Greedy translations of the distinct validation sources (None outside ``shard``)."""
         src_tok, tgt_tok = self.data.src_tok, self.data.tgt_tok
         sources = [src_tok.encode(s) for s, _ in self.data.valid_refs]
         results = decode_corpus(model, sources, self.decode, beam_size=1,
-                                max_tokens=self.max_tokens, device=self.device)
-        return [tgt_tok.decode(r.tokens) for r in results]
+                                max_tokens=self.max_tokens, device=self.device, shard=shard)
+        return [None if r is None else tgt_tok.decode(r.tokens) for r in results]

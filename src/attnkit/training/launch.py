@@ -1,4 +1,14 @@
-"""Relaunch an ``attnkit`` command under torchrun for N local processes (``--nproc N``)."""
+"""Relaunch an ``attnkit`` command under torchrun for N local processes (``--nproc N``).
+
+``attnkit train ... --nproc 2`` becomes::
+
+    python -m torch.distributed.run --standalone --nproc-per-node=2 --max-restarts=0 \\
+        -m -- attnkit.cli train ...
+
+Each worker then finds RANK/WORLD_SIZE/LOCAL_RANK/MASTER_* in its environment and joins the
+process group (:func:`attnkit.training.distributed.init_from_env`). Under an external
+``torchrun`` (several machines) the command runs as it is, without ``--nproc``.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +17,9 @@ import subprocess
 import sys
 from collections.abc import Sequence
 
-__all__ = ["under_torchrun", "relaunch_with_torchrun", "strip_nproc"]
+from attnkit.training.distributed import TIMEOUT_ENV
+
+__all__ = ["under_torchrun", "relaunch_with_torchrun", "strip_nproc", "torchrun_command"]
 
 
 def under_torchrun() -> bool:
@@ -28,19 +40,63 @@ def strip_nproc(argv: Sequence[str]) -> list[str]:
     return out
 
 
-def relaunch_with_torchrun(nproc: int, argv: Sequence[str], timeout_s: int = 300) -> int:
-    """Run ``python -m torch.distributed.run --standalone --nproc-per-node N -m attnkit.cli ...``.
+def torchrun_command(nproc: int, argv: Sequence[str], module: str = "attnkit.cli") -> list[str]:
+    """The torchrun command line that runs ``python -m module *argv`` in ``nproc`` processes.
 
-    torchrun ends every worker when one fails, so a crash on one rank ends the job with that
-    rank's error; collectives also time out after ``timeout_s`` (see ``distributed.init_from_env``).
+    ``--standalone`` picks a free local rendezvous port; ``--max-restarts=0`` makes the first
+    failing worker end the job (torchrun then stops the others and names the failed rank). The
+    ``--`` before the module ends torchrun's own options: without it torchrun's parser reads
+    the command's options too and rejects ``--run`` as an ambiguous abbreviation of its
+    ``--run-path``.
     """
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           f"--nproc-per-node={nproc}", "--max-restarts=0", "-m", "attnkit.cli",
-           *strip_nproc(argv)]
-    env = {**os.environ, "ATTNKIT_DIST_TIMEOUT": str(timeout_s),
-           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS",
-                                             str(max(1, (os.cpu_count() or 1) // nproc)))}
-    status = subprocess.call(cmd, env=env)
+    if nproc < 1:
+        raise ValueError(f"--nproc must be >= 1, got {nproc}")
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={nproc}",
+        "--max-restarts=0",
+        "-m",
+        "--",
+        module,
+        *strip_nproc(argv),
+    ]
+
+
+def relaunch_with_torchrun(nproc: int, argv: Sequence[str], timeout_s: float | None = None) -> int:
+    """Run ``argv`` (an ``attnkit`` command line) in ``nproc`` local processes; return the status.
+
+    Args:
+        nproc: number of processes (one per GPU, or CPU processes sharing the cores).
+        argv: the command line as given, ``--nproc`` included (it is removed).
+        timeout_s: collective timeout for the workers (default: ``$ATTNKIT_DIST_TIMEOUT`` or
+            300 s): a rank that stalls longer ends the job with an error.
+
+    Returns:
+        0 on success; torchrun's non-zero status if a worker failed (its error and torchrun's
+        "Root Cause" summary, naming the rank, are printed above a one-line note).
+    """
+    env = dict(os.environ)
+    if timeout_s is not None:
+        env[TIMEOUT_ENV] = str(timeout_s)
+    # share the cores: without this every worker starts one thread per core
+    env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    proc = subprocess.Popen(torchrun_command(nproc, argv), env=env)
+    try:
+        status = proc.wait()
+    except KeyboardInterrupt:
+        # Ctrl-C reached the workers too: they save a checkpoint and stop; wait for that.
+        try:
+            status = proc.wait()
+        except KeyboardInterrupt:
+            proc.terminate()
+            status = proc.wait()
     if status != 0:
-        print(f"attnkit: a worker failed (exit {status}); see the messages above", file=sys.stderr)
+        print(
+            f"attnkit: {nproc}-process job failed (torchrun exit status {status}); the failing "
+            "rank's error and torchrun's 'Root Cause' summary are above",
+            file=sys.stderr,
+        )
     return status

@@ -31,12 +31,8 @@ from attnkit import __version__
 from attnkit.config import TrainConfig, to_dict
 from attnkit.training import distributed as dist
 from attnkit.training.allocator import tune_glibc_malloc
-from attnkit.training.checkpoint import (
-    CheckpointManager,
-    capture_rng_state,
-    load_checkpoint,
-    restore_rng_state,
-)
+from attnkit.training.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state
+from attnkit.training.manager import CheckpointManager
 from attnkit.training.schedules import make_scheduler
 
 __all__ = ["Task", "Trainer", "TrainingError", "TrainResult", "resolve_device"]
@@ -207,9 +203,12 @@ class Trainer:
         with ctx:
             return self.task.loss(self.train_model, batch)
 
-    def _optimizer_step(self, count: int) -> float:
-        """Normalise the accumulated gradients by the global item count, clip, step."""
-        total = dist.all_reduce_sum(float(count), self.device)
+    def _optimizer_step(self, count: int, loss_sum: float) -> tuple[float, float]:
+        """Normalise the accumulated gradients by the global item count, clip, step.
+
+        Returns the gradient norm and the mean loss over the global batch (all ranks).
+        """
+        total, loss_total = dist.all_reduce_sums([float(count), loss_sum], self.device)
         self.scaler.unscale_(self.optimizer)
         for p in self.model.parameters():
             if p.grad is not None:
@@ -221,7 +220,7 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
-        return float(norm)
+        return float(norm), loss_total / max(total, 1.0)
 
     def _improved(self, value: float) -> bool:
         if self.best is None:
@@ -260,14 +259,14 @@ class Trainer:
                         tokens_total += tokens
                         if not sync:
                             continue
-                        grad_norm = self._optimizer_step(count)
-                        loss_value = loss_acc / max(count, 1)
+                        grad_norm, loss_value = self._optimizer_step(count, loss_acc)
                         micro, count, loss_acc = 0, 0, 0.0
                         if bar is not None:
                             bar.update(cfg.accum_steps)
                             bar.set_postfix(loss=f"{loss_value:.3f}", epoch=self.epoch)
                         if self.step % cfg.log_every == 0:
                             now = time.perf_counter()
+                            window_tokens = dist.all_reduce_sum(window_tokens, self.device)
                             tps = window_tokens / max(now - window_start, 1e-9)
                             window_tokens, window_start = 0, now
                             self._log({"split": "train", "step": self.step,
@@ -277,10 +276,15 @@ class Trainer:
                             if bar is not None:
                                 bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{tps:.0f}")
                         self.elapsed = time.perf_counter() - start
-                        if cfg.time_budget is not None and self.elapsed >= cfg.time_budget:
+                        out_of_time = (cfg.time_budget is not None
+                                       and self.elapsed >= cfg.time_budget)
+                        # every rank must stop at the same step, or the others hang
+                        out_of_time, hit = dist.any_rank([out_of_time, interrupted.hit],
+                                                         self.device)
+                        if out_of_time:
                             reason = "time budget"
                             break
-                        if interrupted.hit:
+                        if hit:
                             raise KeyboardInterrupt
                     else:
                         self.epoch += 1
@@ -299,6 +303,8 @@ class Trainer:
             if bar is not None:
                 bar.close()
         seconds = time.perf_counter() - start
+        if reason != "interrupted":  # ranks agree on the step; a second Ctrl-C may not
+            tokens_total = int(dist.all_reduce_sum(tokens_total, self.device))
         return TrainResult(self.step, self.epoch, reason, self.best, last_metrics,
                            tokens_total / max(seconds, 1e-9), seconds)
 

@@ -1,0 +1,207 @@
+"""``attnkit train-vit``, ``attnkit classify`` and ``attnkit attention-map``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from attnkit.cli.translate import parse_duration
+
+__all__ = ["register", "resolve_vision_config"]
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "train-vit",
+        help="train a Vision Transformer (default: 8x8 digits, CPU-friendly)",
+        description="Train a ViT image classifier into a run folder and print its test accuracy. "
+        "--data digits needs no download; mnist and cifar10 are downloaded once; a folder holds "
+        "one sub-folder of images per class.",
+    )
+    p.add_argument("--data", default="digits", help="digits (default), mnist, cifar10, or PATH")
+    p.add_argument("--run", help="run folder (default: runs/<data>-vit)")
+    p.add_argument("--config", help="TOML/JSON file with model/data/train sections")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="override a setting, e.g. --set model.depth=6 --set data.hflip=true",
+    )
+    p.add_argument("--epochs", type=int)
+    p.add_argument(
+        "--time-budget",
+        type=parse_duration,
+        metavar="DURATION",
+        help="stop training after this long (e.g. 5m) and evaluate",
+    )
+    p.add_argument("--batch-size", type=int, help="images per optimizer step")
+    p.add_argument("--device", help="auto (default), cpu or cuda")
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="PyTorch CPU threads (default: one per core); 1 is fastest for the small digits "
+        "model when other programs keep the cores busy",
+    )
+    p.add_argument("--seed", type=int)
+    p.add_argument("--resume", action="store_true", help="continue the run in --run exactly")
+    p.add_argument(
+        "--nproc", type=int, default=1, help="launch N local processes with torchrun (DDP)"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train_vit)
+
+    p = sub.add_parser(
+        "classify",
+        help="classify image files with a trained ViT run",
+        description="Print, per image, the most probable classes and their probabilities "
+        "(tab-separated: path, then label and probability pairs). Runs trained on the 8x8 digits "
+        "accept any picture of one digit (dark on light or light on dark): it is converted to "
+        "the digits' format (grey, cropped to the ink, centred, averaged down to 8x8).",
+    )
+    p.add_argument("images", nargs="+", help="PNG/JPG files")
+    p.add_argument("--run", required=True, help="run folder")
+    p.add_argument("--top-k", type=int, default=1, help="print the K most probable classes")
+    p.add_argument(
+        "--convert",
+        action="store_true",
+        help="convert images with another channel count instead of failing",
+    )
+    p.add_argument("--json", action="store_true", help="one JSON object per image")
+    p.add_argument("--checkpoint", default="best", help="best, last, or a checkpoint folder")
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_classify)
+
+    p = sub.add_parser(
+        "attention-map",
+        help="draw where a trained ViT looks in an image",
+        description="Overlay the last layer's class-token attention (one panel per head) and "
+        "the attention rollout over all layers on the image, and save the figure.",
+    )
+    p.add_argument("image", help="a PNG/JPG file")
+    p.add_argument("--run", required=True, help="run folder")
+    p.add_argument("--out", required=True, help="output .png/.svg/.pdf")
+    p.add_argument(
+        "--convert",
+        action="store_true",
+        help="convert an image with another channel count instead of failing",
+    )
+    p.add_argument("--checkpoint", default="best", help="best, last, or a checkpoint folder")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dpi", type=float, default=100)
+    p.set_defaults(func=cmd_attention_map)
+
+
+def resolve_vision_config(args: argparse.Namespace) -> Any:
+    """Preset for --data <- config file <- --set overrides <- explicit flags."""
+    from attnkit.config import apply_overrides, load_config_file
+    from attnkit.tasks.vision_config import vision_config_from_dict, vision_preset
+
+    merged: dict[str, Any] = vision_preset(args.data)
+    if args.config:
+        for section, values in load_config_file(args.config).items():
+            if isinstance(values, dict):
+                merged.setdefault(section, {}).update(values)
+            else:
+                merged[section] = values
+    merged = apply_overrides(merged, args.set)
+    for flag, section, key in (
+        ("epochs", "train", "epochs"),
+        ("time_budget", "train", "time_budget"),
+        ("batch_size", "data", "batch_size"),
+        ("device", "train", "device"),
+        ("seed", "train", "seed"),
+    ):
+        if getattr(args, flag) is not None:
+            merged[section][key] = getattr(args, flag)
+    return vision_config_from_dict(merged)
+
+
+def _resume_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    from attnkit.cli.translate import _resume_overrides as train_overrides
+    from attnkit.config import ConfigError
+
+    if args.batch_size is not None or args.config:
+        raise ConfigError("--resume cannot change --batch-size or --config; start a new run")
+    return train_overrides(args)
+
+
+def cmd_train_vit(args: argparse.Namespace) -> int:
+    from attnkit.training.launch import relaunch_with_torchrun, under_torchrun
+
+    name = Path(args.data).name if args.data not in ("digits", "mnist", "cifar10") else args.data
+    run_dir = Path(args.run) if args.run else Path("runs") / f"{name}-vit"
+    if args.nproc > 1 and not under_torchrun():
+        return relaunch_with_torchrun(args.nproc, args.argv)
+    import torch
+
+    from attnkit.tasks.classification import load_image_data, train_classifier
+    from attnkit.tasks.classifier import Classifier
+    from attnkit.training import distributed as dist
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    cfg = None if args.resume else resolve_vision_config(args)
+    overrides = _resume_overrides(args) if args.resume else None
+    result, classifier = train_classifier(
+        cfg,
+        run_dir,
+        resume=args.resume,
+        train_overrides=overrides,
+        progress=not args.no_progress and sys.stderr.isatty(),
+    )
+    if not dist.is_main():
+        return 0
+    print(
+        f"run: {run_dir}  ({result.steps} steps, {result.epochs_done} epochs, "
+        f"{result.seconds:.0f} s, {result.tokens_per_second:.0f} images/s, "
+        f"stopped: {result.stopped_because})"
+    )
+    if result.last_metrics:
+        print("validation: " + "  ".join(f"{k}={v:.4g}" for k, v in result.last_metrics.items()))
+    test = load_image_data(classifier.config.data, download=False).test
+    final = classifier.evaluate(test)
+    print(f"test accuracy: {final['accuracy']:.2%} ({len(test)} images, final weights)")
+    best = Classifier.load(run_dir, "best", device=str(classifier.device))
+    best_acc = best.evaluate(test)["accuracy"]
+    print(f"test accuracy: {best_acc:.2%} (best validation checkpoint, used by classify)")
+    return 0
+
+
+def cmd_classify(args: argparse.Namespace) -> int:
+    from attnkit.tasks.classifier import Classifier
+
+    classifier = Classifier.load(args.run, checkpoint=args.checkpoint, device=args.device)
+    for p in classifier.classify(args.images, top_k=args.top_k, convert=args.convert):
+        if args.json:
+            print(
+                json.dumps(
+                    {"image": p.source, "labels": p.labels, "probs": [round(x, 6) for x in p.probs]}
+                )
+            )
+        else:
+            pairs = "\t".join(
+                f"{label}\t{prob:.4f}" for label, prob in zip(p.labels, p.probs, strict=True)
+            )
+            print(f"{p.source}\t{pairs}")
+    return 0
+
+
+def cmd_attention_map(args: argparse.Namespace) -> int:
+    from attnkit.tasks.classifier import Classifier, attention_figure
+    from attnkit.viz.heatmaps import save_figure
+
+    if Path(args.out).suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise ValueError(f"--out must end in .png, .svg or .pdf, got {args.out!r}")
+    classifier = Classifier.load(args.run, checkpoint=args.checkpoint, device=args.device)
+    (maps,) = classifier.attention_maps([args.image], convert=args.convert)
+    fig = attention_figure(maps, ink=classifier.digits_format, dpi=args.dpi)
+    path = save_figure(fig, args.out)
+    pred = maps.prediction
+    print(f"{pred.source}\t{pred.labels[0]}\t{pred.probs[0]:.4f}\t-> {path}")
+    return 0
