@@ -1,4 +1,4 @@
-"""Translation benchmarks: training throughput vs ``nn.Transformer``; decoding with vs without cache.
+"""Translation benchmarks: training vs ``nn.Transformer``, data loading, memory, decoding speed.
 
 Both sides of every comparison get the same sizes, the same batches and the same initial weights
 policy, and are timed alternately in one process (see :func:`attnkit.bench.timing.alternate`).
@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,8 @@ from attnkit.layers.positional import sinusoidal_table
 from attnkit.models.transformer import Transformer
 from attnkit.training.allocator import tune_glibc_malloc
 
-__all__ = ["TorchTransformerSeq2Seq", "bench_training", "bench_decoding", "load_bench_batches"]
+__all__ = ["BenchData", "TorchTransformerSeq2Seq", "bench_beam", "bench_data_pipeline",
+           "bench_decoding", "bench_training", "bench_training_memory", "load_bench_batches"]
 
 FRA_ENG = Path(os.environ.get(
     "ATTNKIT_FRA_ENG",
@@ -42,9 +44,11 @@ class TorchTransformerSeq2Seq(nn.Module):
         self.scale = math.sqrt(c.d_model)
         self.register_buffer("pe", sinusoidal_table(c.max_len, c.d_model), persistent=False)
         self.drop = nn.Dropout(c.dropout)
-        self.core = nn.Transformer(
-            c.d_model, c.num_heads, c.num_encoder_layers, c.num_decoder_layers, c.ffn_hidden,
-            c.dropout, batch_first=True, norm_first=c.norm_first)
+        with warnings.catch_warnings():  # nested tensors are off with norm_first: expected
+            warnings.filterwarnings("ignore", message="enable_nested_tensor is True")
+            self.core = nn.Transformer(
+                c.d_model, c.num_heads, c.num_encoder_layers, c.num_decoder_layers,
+                c.ffn_hidden, c.dropout, batch_first=True, norm_first=c.norm_first)
 
     def _embed(self, ids: Tensor) -> Tensor:
         return self.drop(self.embed(ids) * self.scale + self.pe[: ids.shape[1]])  # (B, L, D)
@@ -60,15 +64,23 @@ class TorchTransformerSeq2Seq(nn.Module):
 
 @dataclass
 class BenchData:
+    """Collated batches, plus the encoded examples and index lists they were collated from."""
+
     batches: list[Any]
     vocab_size: int
     source: str
+    examples: list[Any] = field(default_factory=list)
+    indices: list[list[int]] = field(default_factory=list)
+    max_tokens: int = 4096
+    seed: int = 0
 
 
 def load_bench_batches(max_tokens: int = 4096, num_pairs: int = 20000, vocab_size: int = 8000,
-                       num_batches: int = 12, seed: int = 0) -> BenchData:
-    """Token-bucketed batches from fra-eng (if ../shared is there) or the dates corpus."""
-    if FRA_ENG.is_file():
+                       num_batches: int = 12, seed: int = 0, source: str = "auto") -> BenchData:
+    """Token-bucketed batches from fra-eng (``auto``: if ../shared has it) or the dates corpus."""
+    if source not in ("auto", "fra-eng", "dates"):
+        raise ValueError(f"source must be auto, fra-eng or dates, got {source!r}")
+    if source == "fra-eng" or (source == "auto" and FRA_ENG.is_file()):
         pairs, source = read_pairs(FRA_ENG)[:num_pairs], "fra-eng"
     else:
         pairs, source = generate_dates(num_pairs, seed=seed), "dates"
@@ -76,8 +88,9 @@ def load_bench_batches(max_tokens: int = 4096, num_pairs: int = 20000, vocab_siz
                                        vocab_size=vocab_size)
     examples = encode_pairs(pairs, tok, tok, max_len=64)
     sampler = TokenBucketSampler(example_lengths(examples), max_tokens, shuffle=True, seed=seed)
-    batches = [collate([examples[i] for i in idx]) for idx in list(sampler)[:num_batches]]
-    return BenchData(batches, tok.vocab_size, source)
+    indices = list(sampler)[:num_batches]
+    batches = [collate([examples[i] for i in idx]) for idx in indices]
+    return BenchData(batches, tok.vocab_size, source, examples, indices, max_tokens, seed)
 
 
 def _train_step(model: nn.Module, opt: torch.optim.Optimizer, batch: Any) -> None:
@@ -147,3 +160,122 @@ def bench_decoding(config: TransformerConfig, data: BenchData, device: str = "cp
     tps = {name: batch_size * out_len / median(t) for name, t in times.items()}
     return {"tokens_per_s": tps, "speedup": tps["kv_cache"] / tps["recompute"],
             "same_tokens": same, "out_len": out_len, "batch_size": batch_size}
+
+
+def bench_data_pipeline(config: TransformerConfig, data: BenchData, device: str = "cpu",
+                        repeats: int = 3) -> dict[str, Any]:
+    """Is data loading a bottleneck? Training tokens/s from pre-collated in-memory batches vs the
+    real pipeline (collate each token bucket from the encoded examples at every step, as
+    ``TranslationTask.train_batches`` does), on the same batches; plus the pipeline alone.
+
+    Returns:
+        dict with ``tokens_per_s`` ({"in-memory", "pipeline"} while training), ``ratio``
+        (pipeline / in-memory), ``pipeline_only_tokens_per_s`` (collate + epoch planning, no
+        model) and ``data_share`` (pipeline-alone time / in-memory training time).
+    """
+    if not data.examples or not data.indices:
+        raise ValueError("bench_data_pipeline needs BenchData from load_bench_batches "
+                         "(examples and indices are empty)")
+    tune_glibc_malloc()
+    torch.manual_seed(0)
+    model = Transformer(config).to(device).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    in_memory = [b.to(device) for b in data.batches]
+    tokens = sum(int(b.tgt_lens.sum()) for b in in_memory)
+    sampler = TokenBucketSampler(example_lengths(data.examples), data.max_tokens, shuffle=True,
+                                 seed=data.seed)
+    plan = alternate({"plan": lambda: sampler.global_batches(epoch=sampler.epoch + 1)},
+                     repeats=repeats, warmup=0)["plan"]
+    # Planning an epoch (shuffle + sort + pack) happens once per epoch: charge its share.
+    plan_share = median(plan) * len(data.indices) / max(1, len(sampler))
+
+    def pipeline() -> list[Any]:
+        return [collate([data.examples[i] for i in idx]).to(device) for idx in data.indices]
+
+    def train_in_memory() -> None:
+        for batch in in_memory:
+            _train_step(model, opt, batch)
+
+    def train_pipeline() -> None:
+        for idx in data.indices:
+            _train_step(model, opt, collate([data.examples[i] for i in idx]).to(device))
+
+    times = alternate({"in-memory": train_in_memory, "pipeline": train_pipeline},
+                      repeats=repeats, warmup=1, device=device)
+    alone = median(alternate({"collate": pipeline}, repeats=repeats, warmup=1,
+                             device=device)["collate"]) + plan_share
+    tps = {name: tokens / median(t) for name, t in times.items()}
+    return {"tokens_per_s": tps, "ratio": tps["pipeline"] / tps["in-memory"],
+            "pipeline_only_tokens_per_s": tokens / alone,
+            "data_share": alone / median(times["in-memory"]), "tokens_per_round": tokens}
+
+
+def bench_training_memory(config: TransformerConfig, data: BenchData,
+                          device: str = "cpu") -> dict[str, int]:
+    """Training memory of attnkit's Transformer and the ``nn.Transformer`` reference.
+
+    On CUDA: peak allocated bytes during one training step on the largest batch, above what
+    was allocated before it. On CPU: bytes autograd saves for backward in that step's forward
+    pass and loss (the activation memory, which dominates a step's peak).
+    """
+    from attnkit.bench.attention import saved_bytes
+
+    batch = max(data.batches, key=lambda b: b.src.numel() + b.tgt_in.numel()).to(device)
+    torch.manual_seed(0)
+    out: dict[str, int] = {}
+    for name, cls in (("attnkit", Transformer), ("nn.Transformer", TorchTransformerSeq2Seq)):
+        model = cls(config).to(device).train()
+        if torch.device(device).type == "cuda":
+            opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+            _train_step(model, opt, batch)  # optimizer state exists from here on
+            torch.cuda.synchronize()
+            base = torch.cuda.memory_allocated()
+            torch.cuda.reset_peak_memory_stats()
+            _train_step(model, opt, batch)
+            torch.cuda.synchronize()
+            out[name] = torch.cuda.max_memory_allocated() - base
+        else:
+            def loss(model: nn.Module = model) -> Tensor:
+                logits = model(batch.src, batch.tgt_in, batch.src_mask)  # (B, L, V)
+                return F.cross_entropy(logits.flatten(0, 1), batch.tgt_out.flatten(),
+                                       ignore_index=PAD_ID, label_smoothing=0.1)
+
+            out[name] = saved_bytes(model, loss)
+        del model
+    return out
+
+
+def bench_beam(config: TransformerConfig, data: BenchData, device: str = "cpu",
+               beam_size: int = 4, out_len: int = 64, batch_size: int = 32,
+               repeats: int = 3) -> dict[str, Any]:
+    """Cost per sentence of beam search vs greedy decoding (both with the KV cache).
+
+    EOS is forbidden before the last step (``min_len_a`` large), so every hypothesis of both
+    searches runs all ``out_len`` steps: the worst case for beam search, whose pruning of
+    finished hypotheses never gets to help.
+
+    Returns:
+        dict with ``ms_per_sentence`` ({"greedy", "beam"}), ``ratio`` (beam / greedy),
+        ``lengths_ok`` (every output has ``out_len`` tokens or ``out_len - 1`` plus EOS).
+    """
+    from attnkit.config import DecodeConfig
+    from attnkit.decoding import beam_search, greedy_decode
+
+    torch.manual_seed(0)
+    model = Transformer(config).to(device).eval()
+    batch = max(data.batches, key=lambda b: b.src.shape[0])
+    n = min(batch_size, batch.src.shape[0])
+    src, mask = batch.src[:n].to(device), batch.src_mask[:n].to(device)
+    greedy_cfg = DecodeConfig(beam_size=1, min_len_a=1e3)
+    beam_cfg = DecodeConfig(beam_size=beam_size, min_len_a=1e3)
+    g = greedy_decode(model, src, mask, max_len=out_len, config=greedy_cfg)
+    b = beam_search(model, src, mask, beam_cfg, max_len=out_len)
+    lengths_ok = all(len(t) + e == out_len for t, e in zip(g.tokens, g.eos, strict=True)) and \
+        all(h[0].length == out_len for h in b)
+    times = alternate({
+        "greedy": lambda: greedy_decode(model, src, mask, max_len=out_len, config=greedy_cfg),
+        "beam": lambda: beam_search(model, src, mask, beam_cfg, max_len=out_len),
+    }, repeats=repeats, warmup=1, device=device)
+    ms = {name: 1e3 * median(t) / n for name, t in times.items()}
+    return {"ms_per_sentence": ms, "ratio": ms["beam"] / ms["greedy"], "lengths_ok": lengths_ok,
+            "beam_size": beam_size, "out_len": out_len, "batch_size": n}

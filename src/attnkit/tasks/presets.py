@@ -13,7 +13,7 @@ __all__ = ["PRESETS", "preset_for"]
 
 _DATES_DATA = {"tokenizer": "bpe", "vocab_size": 200, "split_digits": True, "max_len": 40,
                "num_examples": 20000, "valid_fraction": 0.05, "valid_limit": 500}
-_TEXT_DATA = {"tokenizer": "bpe", "vocab_size": 6000, "shared_vocab": True, "max_len": 64}
+_TEXT_DATA = {"tokenizer": "bpe", "vocab_size": 4000, "shared_vocab": True, "max_len": 64}
 
 PRESETS: dict[str, dict[str, Any]] = {
     "dates/transformer": {
@@ -32,12 +32,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         "decode": {"beam_size": 1},
     },
     "text/transformer": {
-        "model": {"d_model": 256, "num_heads": 4, "ffn_hidden": 1024, "num_encoder_layers": 3,
-                  "num_decoder_layers": 3, "dropout": 0.1, "norm_first": True,
+        "model": {"d_model": 256, "num_heads": 4, "ffn_hidden": 768, "num_encoder_layers": 3,
+                  "num_decoder_layers": 2, "dropout": 0.1, "norm_first": True,
                   "tie_embeddings": "all"},
         "data": _TEXT_DATA,
-        "train": {"epochs": 30, "max_tokens": 4096, "lr": 1.5e-3, "warmup_steps": 400,
-                  "label_smoothing": 0.1, "log_every": 50},
+        "train": {"epochs": 30, "max_tokens": 3000, "lr": 2e-3, "warmup_steps": 300,
+                  "label_smoothing": 0.1, "log_every": 25},
         "decode": {"beam_size": 5, "length_penalty": 0.6},
     },
     "text/bahdanau": {
