@@ -23,7 +23,7 @@ demo: install
 	$(VENV)/bin/attnkit train
 
 bench: install
-	$(PY) benchmarks/attention.py --quick
+	$(VENV)/bin/attnkit bench all --quick
 
 lint: install
 	$(VENV)/bin/ruff check src tests benchmarks
