@@ -32,6 +32,7 @@ __all__ = [
     "to_dict",
     "apply_overrides",
     "load_config_file",
+    "merge_config_file",
 ]
 
 T = TypeVar("T")
@@ -368,3 +369,13 @@ class ViTConfig:
         _choice(self, "pool", ("cls", "mean"))
         _check(self.pos_embedding != "sincos2d" or self.dim % 4 == 0,
                f"ViTConfig.dim={self.dim} must be divisible by 4 for pos_embedding='sincos2d'")
+
+
+def merge_config_file(base: dict[str, Any], path: str | Path) -> dict[str, Any]:
+    """Merge a config file's sections into ``base`` (in place; tables update, values replace)."""
+    for section, values in load_config_file(path).items():
+        if isinstance(values, dict):
+            base.setdefault(section, {}).update(values)
+        else:
+            base[section] = values
+    return base

@@ -69,7 +69,7 @@ def register(sub: Any) -> None:
 
 def resolve_run_config(args: argparse.Namespace) -> Any:
     """Preset for (data, model) <- config file <- --set overrides <- explicit flags."""
-    from attnkit.config import apply_overrides, load_config_file
+    from attnkit.config import apply_overrides, merge_config_file
     from attnkit.tasks.presets import preset_for
     from attnkit.tasks.runs import run_config_from_dict
 
@@ -78,11 +78,7 @@ def resolve_run_config(args: argparse.Namespace) -> Any:
     if args.valid:
         merged["data"]["valid"] = args.valid
     if args.config:
-        for section, values in load_config_file(args.config).items():
-            if isinstance(values, dict):
-                merged.setdefault(section, {}).update(values)
-            else:
-                merged[section] = values
+        merge_config_file(merged, args.config)
     merged = apply_overrides(merged, args.set)
     for flag, section, key in (("epochs", "train", "epochs"),
                                ("time_budget", "train", "time_budget"),

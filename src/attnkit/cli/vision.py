@@ -97,16 +97,12 @@ def register(sub: Any) -> None:
 
 def resolve_vision_config(args: argparse.Namespace) -> Any:
     """Preset for --data <- config file <- --set overrides <- explicit flags."""
-    from attnkit.config import apply_overrides, load_config_file
+    from attnkit.config import apply_overrides, merge_config_file
     from attnkit.tasks.vision_config import vision_config_from_dict, vision_preset
 
     merged: dict[str, Any] = vision_preset(args.data)
     if args.config:
-        for section, values in load_config_file(args.config).items():
-            if isinstance(values, dict):
-                merged.setdefault(section, {}).update(values)
-            else:
-                merged[section] = values
+        merge_config_file(merged, args.config)
     merged = apply_overrides(merged, args.set)
     for flag, section, key in (
         ("epochs", "train", "epochs"),

@@ -1,0 +1,62 @@
+"""Config loading: unknown keys, overrides, config files, and --config through the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from attnkit.config import (
+    ConfigError,
+    TrainConfig,
+    TransformerConfig,
+    apply_overrides,
+    from_dict,
+    merge_config_file,
+)
+
+
+def test_unknown_keys_and_bad_values_are_errors() -> None:
+    with pytest.raises(ConfigError, match="unknown key"):
+        from_dict(TrainConfig, {"epochz": 3})
+    with pytest.raises(ConfigError, match="num_heads"):
+        TransformerConfig(src_vocab_size=10, tgt_vocab_size=10, d_model=30, num_heads=4)
+    assert from_dict(TrainConfig, {"betas": [0.9, 0.99]}).betas == (0.9, 0.99)
+
+
+def test_overrides_parse_values() -> None:
+    out = apply_overrides({"train": {"lr": 1.0}}, ["train.lr=0.5", "train.amp=false",
+                                                   "model.norm_first=true", "data.valid=none"])
+    assert out == {"train": {"lr": 0.5, "amp": False}, "model": {"norm_first": True},
+                   "data": {"valid": None}}
+    with pytest.raises(ConfigError, match="section.key=value"):
+        apply_overrides({}, ["nonsense"])
+
+
+def test_merge_config_file_toml_and_json(tmp_path: Path) -> None:
+    toml = tmp_path / "c.toml"
+    toml.write_text('model_type = "bahdanau"\n[train]\nlr = 0.25\n', encoding="utf-8")
+    base = {"train": {"lr": 1.0, "epochs": 3}}
+    assert merge_config_file(base, toml) == {"train": {"lr": 0.25, "epochs": 3},
+                                             "model_type": "bahdanau"}
+    bad = tmp_path / "c.yaml"
+    bad.write_text("x: 1", encoding="utf-8")
+    with pytest.raises(ConfigError, match=".toml or .json"):
+        merge_config_file({}, bad)
+    with pytest.raises(ConfigError, match="not found"):
+        merge_config_file({}, tmp_path / "missing.toml")
+
+
+def test_cli_reads_config_file(tmp_path: Path) -> None:
+    import argparse
+
+    from attnkit.cli.translate import resolve_run_config
+
+    cfg_file = tmp_path / "run.toml"
+    cfg_file.write_text("[model]\nnum_encoder_layers = 1\n[train]\nlr = 0.004\n", encoding="utf-8")
+    args = argparse.Namespace(data="dates", model="transformer", valid=None, config=str(cfg_file),
+                              set=["train.epochs=2"], epochs=None, time_budget=None,
+                              max_tokens=None, device=None, seed=None)
+    cfg = resolve_run_config(args)
+    assert cfg.model["num_encoder_layers"] == 1 and cfg.train.lr == 0.004
+    assert cfg.train.epochs == 2
