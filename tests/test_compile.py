@@ -118,3 +118,39 @@ def test_inductor_compile_matches_eager(request: pytest.FixtureRequest) -> None:
     compiled, trainer = train_losses(compile=True)
     assert isinstance(trainer.train_model, torch._dynamo.eval_frame.OptimizedModule)
     torch.testing.assert_close(compiled, eager, rtol=1e-4, atol=1e-5)
+
+
+class FixedBatchesWithObjective(FixedBatches):
+    """The same task differentiated through the fused objective, as TranslationTask is."""
+
+    def objective(self, model: nn.Module) -> nn.Module:
+        from attnkit.training.losses import Seq2SeqObjective
+
+        return Seq2SeqObjective(model, pad_id=PAD, label_smoothing=0.1)
+
+    def loss(self, model: nn.Module, batch: Any) -> tuple[Tensor, int]:
+        src, src_mask, tgt_in, tgt_out = batch
+        if hasattr(model, "fused") or hasattr(model, "_orig_mod"):
+            return model(src, tgt_in, src_mask, tgt_out)
+        return super().loss(model, batch)
+
+
+def test_compiled_objective_matches_eager_logits_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """torch.compile of the fused loss objective (Dynamo capture) gives the losses of the
+    plain logits path run eagerly."""
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile",
+                        lambda model, **kw: real_compile(model, backend="eager", **kw))
+    torch._dynamo.reset()
+    eager, _ = train_losses(compile=False)
+    cfg = TransformerConfig(src_vocab_size=40, tgt_vocab_size=40, d_model=32, num_heads=4,
+                            ffn_hidden=64, num_encoder_layers=1, num_decoder_layers=1,
+                            dropout=0.0, norm_first=True, max_len=16)
+    torch.manual_seed(0)
+    train = TrainConfig(epochs=2, lr=1e-2, warmup_steps=0, schedule="constant", log_every=1,
+                        device="cpu", amp=False, compile=True)
+    trainer = Trainer(Transformer(cfg), FixedBatchesWithObjective(40), train)
+    trainer.fit()
+    fused = [row["loss"] for row in trainer.history if row["split"] == "train"]
+    assert isinstance(trainer.train_model, torch._dynamo.eval_frame.OptimizedModule)
+    assert fused == pytest.approx(eager, rel=1e-5)

@@ -163,3 +163,106 @@ def test_perplexity() -> None:
 def test_bad_arguments(logits, targets, kwargs, match) -> None:
     with pytest.raises(ValueError, match=match):
         masked_cross_entropy(logits, targets, **kwargs)
+
+
+# -- linear_cross_entropy: the output projection fused with the loss -----------------------------
+def _projection_case(seed: int = 0, vocab: int = 11, dtype: torch.dtype = torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(3, 6, 8, generator=g, dtype=dtype).requires_grad_()
+    weight = torch.randn(vocab, 8, generator=g, dtype=dtype).requires_grad_()
+    targets = torch.randint(1, vocab, (3, 6), generator=g)
+    targets[0, 4:] = PAD
+    targets[2, 1:] = PAD
+    return hidden, weight, targets
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.1, 0.3])
+@pytest.mark.parametrize("chunk", [1, 4, None])
+def test_linear_cross_entropy_equals_logits_then_loss(eps: float, chunk: int | None) -> None:
+    """Value against the hand-written float64 reference; gradients (with an upstream factor, as
+    the trainer's normalisation applies) against autograd through PyTorch's cross_entropy."""
+    from attnkit.training.losses import linear_cross_entropy
+
+    hidden, weight, targets = _projection_case()
+    logits = torch.nn.functional.linear(hidden, weight)
+    ref, n_ref = masked_cross_entropy(logits, targets, pad_id=PAD, label_smoothing=eps)
+    ref_grads = torch.autograd.grad(ref * 0.37, (hidden, weight))
+    fused, n = linear_cross_entropy(hidden, weight, targets, pad_id=PAD, label_smoothing=eps,
+                                    chunk_size=chunk)
+    grads = torch.autograd.grad(fused * 0.37, (hidden, weight))
+    assert n == n_ref == int((targets != PAD).sum())
+    expected = naive_loss_sum(logits.detach(), targets, PAD, eps)
+    assert float(fused.detach()) == pytest.approx(expected, rel=1e-12)
+    for got, want in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    # pad positions get exactly zero gradient
+    assert torch.all(grads[0][targets == PAD] == 0)
+
+
+def test_linear_cross_entropy_float32_and_no_pad() -> None:
+    from attnkit.training.losses import linear_cross_entropy
+
+    hidden, weight, targets = _projection_case(seed=3, vocab=300, dtype=torch.float32)
+    targets = targets.clamp_min(1)  # no padding
+    ref, _ = masked_cross_entropy(torch.nn.functional.linear(hidden, weight), targets,
+                                  pad_id=None, label_smoothing=0.1)
+    fused, n = linear_cross_entropy(hidden, weight, targets, pad_id=None, label_smoothing=0.1)
+    assert n == targets.numel()
+    torch.testing.assert_close(fused, ref, rtol=1e-5, atol=1e-5)
+    fused.backward()
+    assert hidden.grad is not None and weight.grad is not None
+    assert hidden.grad.dtype == torch.float32 and weight.grad.dtype == torch.float32
+
+
+def test_linear_cross_entropy_without_grad_and_all_pad() -> None:
+    from attnkit.training.losses import linear_cross_entropy
+
+    hidden, weight, targets = _projection_case()
+    with torch.no_grad():
+        loss, n = linear_cross_entropy(hidden, weight, targets, label_smoothing=0.1)
+    ref, _ = masked_cross_entropy(torch.nn.functional.linear(hidden, weight).detach(), targets,
+                                  label_smoothing=0.1)
+    assert float(loss) == pytest.approx(float(ref), rel=1e-12)
+    empty, n = linear_cross_entropy(hidden, weight, torch.zeros_like(targets))
+    assert n == 0 and float(empty) == 0.0
+    empty.backward()
+    assert torch.all(hidden.grad == 0) and torch.all(weight.grad == 0)
+
+
+@pytest.mark.parametrize(("args", "match"), [
+    ((torch.randn(2, 3, 4), torch.randn(5, 4), torch.zeros(2, 4, dtype=torch.long)), "targets"),
+    ((torch.randn(2, 3, 4), torch.randn(5, 3), torch.zeros(2, 3, dtype=torch.long)), "weight"),
+    ((torch.randn(2, 3, 4), torch.randn(5, 4), torch.zeros(2, 3)), "integer"),
+])
+def test_linear_cross_entropy_bad_arguments(args, match) -> None:
+    from attnkit.training.losses import linear_cross_entropy
+
+    with pytest.raises(ValueError, match=match):
+        linear_cross_entropy(*args)
+
+
+def test_seq2seq_objective_equals_model_logits_loss() -> None:
+    """The trainer's objective (fused path for the Transformer) gives the same loss and the
+    same parameter gradients as the model's logits through masked_cross_entropy."""
+    from attnkit.config import TransformerConfig
+    from attnkit.models.transformer import Transformer
+    from attnkit.training.losses import Seq2SeqObjective
+
+    torch.manual_seed(0)
+    model = Transformer(TransformerConfig(src_vocab_size=30, tgt_vocab_size=30, d_model=16,
+                                          num_heads=2, ffn_hidden=32, num_encoder_layers=1,
+                                          num_decoder_layers=1, dropout=0.0)).double()
+    src = torch.randint(4, 30, (3, 5))
+    src_mask = torch.tensor([[1] * 5, [1] * 3 + [0] * 2, [1] * 4 + [0]], dtype=torch.bool)
+    tgt = torch.randint(4, 30, (3, 7))
+    tgt[1, 5:] = PAD
+    objective = Seq2SeqObjective(model, pad_id=PAD, label_smoothing=0.1)
+    assert objective.fused
+    loss, n = objective(src, tgt[:, :-1], src_mask, tgt[:, 1:])
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+    ref, n_ref = masked_cross_entropy(model(src, tgt[:, :-1], src_mask), tgt[:, 1:], PAD, 0.1)
+    ref_grads = torch.autograd.grad(ref, list(model.parameters()))
+    assert n == n_ref
+    torch.testing.assert_close(loss, ref, rtol=1e-12, atol=1e-12)
+    for got, want in zip(grads, ref_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)

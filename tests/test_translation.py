@@ -186,3 +186,92 @@ def test_bahdanau_trains(tmp_path: Path) -> None:
     losses = [r["loss"] for r in rows if r["split"] == "train"]
     assert losses[-1] < 0.8 * losses[0]
     assert len(translator.translate(["10 march 1987"], beam_size=2)) == 1
+
+
+def test_average_cli_writes_the_mean_of_the_best_checkpoints(
+        trained_run: tuple[Path, object], capsys: pytest.CaptureFixture[str]) -> None:
+    from safetensors.torch import load_file
+
+    run, _ = trained_run
+    index = json.loads((run / "checkpoints" / "best.json").read_text())
+    best_two = [run / "checkpoints" / e["name"] for e in index["best"][:2]]
+    assert main(["average", "--run", str(run), "--best", "2"]) == 0
+    assert "averaged 2 checkpoints" in capsys.readouterr().out
+    averaged = load_file(str(run / "checkpoints" / "averaged" / "model.safetensors"))
+    sources = [load_file(str(p / "model.safetensors")) for p in best_two]
+    for key, value in averaged.items():
+        expected = ((sources[0][key].double() + sources[1][key].double()) / 2).to(value.dtype)
+        torch.testing.assert_close(value, expected, rtol=0, atol=1e-7, msg=key)
+    assert main(["translate", "--run", str(run), "--checkpoint", "averaged", "--beam", "1",
+                 "tuesday 10 march 1987"]) == 0
+    assert capsys.readouterr().out.strip()
+    assert main(["average", "--run", str(run), "--last", "2", "--name", "avg-last"]) == 0
+    assert (run / "checkpoints" / "avg-last" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize(("argv", "needle"), [
+    (["--best", "9"], "fewer than the 9 asked for"),
+    (["--best", "0"], "must be >= 1"),
+    (["--name", "last"], "would clash"),
+])
+def test_average_cli_bad_input(trained_run: tuple[Path, object], argv: list[str], needle: str,
+                               capsys: pytest.CaptureFixture[str]) -> None:
+    run, _ = trained_run
+    assert main(["average", "--run", str(run), *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and len(err.splitlines()) == 1
+
+
+def test_unknown_checkpoint_name_is_one_line_error(trained_run: tuple[Path, object],
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    run, _ = trained_run
+    assert main(["translate", "--run", str(run), "--checkpoint", "nosuch", "go ."]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "attnkit average" in err and len(err.splitlines()) == 1
+
+
+def test_threads_flag_is_checked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["train", "--run", str(tmp_path / "r"), "--threads", "0"]) == 2
+    assert "--threads must be >= 1" in capsys.readouterr().err
+
+
+def test_ctrl_c_saves_a_checkpoint_and_resume_continues(tmp_path: Path) -> None:
+    """SIGINT to a real `attnkit train` process: exit 130, a message, a complete checkpoint at
+    the step reached; `--resume` then continues from that step."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "run"
+    sets = ["model.d_model=32", "model.num_heads=2", "model.ffn_hidden=64",
+            "model.num_encoder_layers=1", "model.num_decoder_layers=1",
+            "data.num_examples=2000", "data.vocab_size=100", "data.valid_limit=20",
+            "train.max_tokens=300", "train.log_every=1", "train.device=cpu"]
+    argv = [sys.executable, "-m", "attnkit.cli", "train", "--run", str(run), "--epochs", "50",
+            "--samples", "0", "--no-progress", "--threads", "1"]
+    for s in sets:
+        argv += ["--set", s]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)
+    metrics = run / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if metrics.is_file() and len(metrics.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, proc.communicate()
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "--resume" in err
+    state, meta = load_checkpoint(run / "checkpoints" / "last")
+    steps = [json.loads(r)["step"] for r in metrics.read_text().splitlines()]
+    assert state["step"] == meta["step"] >= max(steps) >= 3
+    # resume: continues from the saved step (a short budget of one more epoch)
+    assert main(["train", "--run", str(run), "--resume", "--epochs", str(state["epoch"] + 1),
+                 "--samples", "0", "--no-progress"]) == 0
+    state2, _ = load_checkpoint(run / "checkpoints" / "last")
+    assert state2["step"] > state["step"] and state2["epoch"] == state["epoch"] + 1

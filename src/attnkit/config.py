@@ -179,6 +179,10 @@ class TrainConfig:
         _check(self.clip_norm >= 0, f"TrainConfig.clip_norm must be >= 0, got {self.clip_norm}")
         _check(self.time_budget is None or self.time_budget > 0,
                f"TrainConfig.time_budget must be > 0 seconds, got {self.time_budget}")
+        _check(self.eval_every is None or self.eval_every >= 1,
+               f"TrainConfig.eval_every must be >= 1 steps (or unset), got {self.eval_every}")
+        _check(self.patience is None or self.patience >= 1,
+               f"TrainConfig.patience must be >= 1 validations (or unset), got {self.patience}")
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from torch.utils import flop_counter
 from attnkit.bench.timing import alternate, median, sync
 from attnkit.config import TransformerConfig
 from attnkit.models.transformer import Transformer
+from attnkit.training.losses import Seq2SeqObjective
 
 __all__ = ["count_flops", "matmul_ceiling", "measure_training_mfu"]
 
@@ -99,6 +100,8 @@ def measure_training_mfu(d_model: int = 512, num_heads: int = 8, ffn_hidden: int
 
     The step is forward, label-smoothed cross-entropy, backward and AdamW on unpadded random
     token batches (so every counted FLOP is useful work); bf16 autocast on CUDA, fp32 on CPU.
+    attnkit's step is its trainer's (:class:`~attnkit.training.losses.Seq2SeqObjective`, the
+    output projection fused with the loss); the reference computes logits, then the loss.
     With ``reference`` the ``nn.Transformer`` model of the same size is timed too (alternately)
     and credited with the same model FLOPs: its utilisation bounds how much faster than it any
     implementation doing the same FLOPs can be (at most ``1 / its mfu``).
@@ -135,9 +138,13 @@ def measure_training_mfu(d_model: int = 512, num_heads: int = 8, ffn_hidden: int
 
         def step() -> None:
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
-                logits = model(src, tgt[:, :-1], mask)  # (B, L, V)
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), tgt[:, 1:].flatten(),
-                                   label_smoothing=0.1)
+                if isinstance(model, Seq2SeqObjective):  # attnkit: as its trainer does
+                    loss_sum, count = model(src, tgt[:, :-1], mask, tgt[:, 1:])
+                    loss = loss_sum / count
+                else:
+                    logits = model(src, tgt[:, :-1], mask)  # (B, L, V)
+                    loss = F.cross_entropy(logits.flatten(0, 1).float(), tgt[:, 1:].flatten(),
+                                           label_smoothing=0.1)
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
@@ -145,7 +152,7 @@ def measure_training_mfu(d_model: int = 512, num_heads: int = 8, ffn_hidden: int
 
     torch.manual_seed(0)
     ours = Transformer(cfg)
-    steps = {"attnkit": make_step(ours)}
+    steps = {"attnkit": make_step(Seq2SeqObjective(ours, pad_id=0, label_smoothing=0.1))}
     if reference:
         steps["nn.Transformer"] = make_step(TorchTransformerSeq2Seq(cfg))
     flops = count_flops(steps["attnkit"])

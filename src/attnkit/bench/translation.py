@@ -26,6 +26,7 @@ from attnkit.data.tokenizers import SentencePieceTokenizer
 from attnkit.layers.positional import sinusoidal_table
 from attnkit.models.transformer import Transformer
 from attnkit.training.allocator import tune_glibc_malloc
+from attnkit.training.losses import Seq2SeqObjective
 
 __all__ = ["BenchData", "TorchTransformerSeq2Seq", "bench_beam", "bench_data_pipeline",
            "bench_decoding", "bench_training", "bench_training_memory", "load_bench_batches"]
@@ -49,6 +50,12 @@ class TorchTransformerSeq2Seq(nn.Module):
             self.core = nn.Transformer(
                 c.d_model, c.num_heads, c.num_encoder_layers, c.num_decoder_layers,
                 c.ffn_hidden, c.dropout, batch_first=True, norm_first=c.norm_first)
+        # nn.Transformer applies its one dropout rate to the attention weights too; use the
+        # config's attention_dropout there, as attnkit does (on the CPU, SDPA with dropout
+        # leaves the flash kernel, which would slow the reference down for no reason).
+        for module in self.core.modules():
+            if isinstance(module, nn.MultiheadAttention):
+                module.dropout = c.attention_dropout
 
     def _embed(self, ids: Tensor) -> Tensor:
         return self.drop(self.embed(ids) * self.scale + self.pe[: ids.shape[1]])  # (B, L, D)
@@ -93,11 +100,25 @@ def load_bench_batches(max_tokens: int = 4096, num_pairs: int = 20000, vocab_siz
     return BenchData(batches, tok.vocab_size, source, examples, indices, max_tokens, seed)
 
 
-def _train_step(model: nn.Module, opt: torch.optim.Optimizer, batch: Any) -> None:
+def _attnkit_model(config: TransformerConfig) -> Seq2SeqObjective:
+    """attnkit's side: the Transformer inside the objective its trainer differentiates."""
+    return Seq2SeqObjective(Transformer(config), PAD_ID, label_smoothing=0.1)
+
+
+def _step_loss(model: nn.Module, batch: Any) -> Tensor:
+    """The mean token loss as attnkit's trainer computes it (:class:`Seq2SeqObjective`: fused
+    output projection + loss) or, for the reference, as a tutorial does (logits, then
+    ``F.cross_entropy``); the same label-smoothed objective either way."""
+    if isinstance(model, Seq2SeqObjective):
+        loss_sum, count = model(batch.src, batch.tgt_in, batch.src_mask, batch.tgt_out)
+        return loss_sum / max(count, 1)
     logits = model(batch.src, batch.tgt_in, batch.src_mask)  # (B, L, V)
-    loss = F.cross_entropy(logits.flatten(0, 1), batch.tgt_out.flatten(), ignore_index=PAD_ID,
+    return F.cross_entropy(logits.flatten(0, 1), batch.tgt_out.flatten(), ignore_index=PAD_ID,
                            label_smoothing=0.1)
-    loss.backward()
+
+
+def _train_step(model: nn.Module, opt: torch.optim.Optimizer, batch: Any) -> None:
+    _step_loss(model, batch).backward()
     opt.step()
     opt.zero_grad(set_to_none=True)
 
@@ -107,7 +128,7 @@ def bench_training(config: TransformerConfig, data: BenchData, device: str = "cp
     """Training tokens/s of attnkit's Transformer vs the ``nn.Transformer`` reference."""
     tune_glibc_malloc()
     torch.manual_seed(0)
-    ours = Transformer(config).to(device).train()
+    ours = _attnkit_model(config).to(device).train()
     ref = TorchTransformerSeq2Seq(config).to(device).train()
     opts = {name: torch.optim.AdamW(m.parameters(), lr=1e-4) for name, m in
             (("attnkit", ours), ("nn.Transformer", ref))}
@@ -178,7 +199,7 @@ def bench_data_pipeline(config: TransformerConfig, data: BenchData, device: str 
                          "(examples and indices are empty)")
     tune_glibc_malloc()
     torch.manual_seed(0)
-    model = Transformer(config).to(device).train()
+    model = _attnkit_model(config).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     in_memory = [b.to(device) for b in data.batches]
     tokens = sum(int(b.tgt_lens.sum()) for b in in_memory)
@@ -223,8 +244,8 @@ def bench_training_memory(config: TransformerConfig, data: BenchData,
     batch = max(data.batches, key=lambda b: b.src.numel() + b.tgt_in.numel()).to(device)
     torch.manual_seed(0)
     out: dict[str, int] = {}
-    for name, cls in (("attnkit", Transformer), ("nn.Transformer", TorchTransformerSeq2Seq)):
-        model = cls(config).to(device).train()
+    for name, build in (("attnkit", _attnkit_model), ("nn.Transformer", TorchTransformerSeq2Seq)):
+        model = build(config).to(device).train()
         if torch.device(device).type == "cuda":
             opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
             _train_step(model, opt, batch)  # optimizer state exists from here on
@@ -235,12 +256,7 @@ def bench_training_memory(config: TransformerConfig, data: BenchData,
             torch.cuda.synchronize()
             out[name] = torch.cuda.max_memory_allocated() - base
         else:
-            def loss(model: nn.Module = model) -> Tensor:
-                logits = model(batch.src, batch.tgt_in, batch.src_mask)  # (B, L, V)
-                return F.cross_entropy(logits.flatten(0, 1), batch.tgt_out.flatten(),
-                                       ignore_index=PAD_ID, label_smoothing=0.1)
-
-            out[name] = saved_bytes(model, loss)
+            out[name] = saved_bytes(model, lambda model=model: _step_loss(model, batch))
         del model
     return out
 

@@ -8,6 +8,8 @@ import sys
 import time
 from typing import Any
 
+from attnkit.cli.options import add_threads_option, apply_threads
+
 __all__ = ["register", "cmd_bench"]
 
 
@@ -27,7 +29,7 @@ def register(sub: Any) -> None:
                    help="small sizes and few repetitions (about a minute or two on 2 cores)")
     p.add_argument("--sizes", choices=("full", "quick", "tiny"),
                    help="size preset (overrides --quick; tiny is for tests, figures mean nothing)")
-    p.add_argument("--threads", type=int, help="intra-op threads (default: all usable cores)")
+    add_threads_option(p)
     p.add_argument("--markdown", action="store_true", help="print a Markdown table")
     p.add_argument("--strict", action="store_true", help="exit with status 1 if a target fails")
     p.set_defaults(func=cmd_bench)
@@ -42,9 +44,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    if args.threads is not None and args.threads < 1:
-        raise ValueError(f"--threads must be >= 1, got {args.threads}")
-    torch.set_num_threads(args.threads or cores or 1)
+    apply_threads(args, default=cores or 1)
     sizes = args.sizes or ("quick" if args.quick else "full")
     sections = SECTIONS if args.section == "all" else (args.section,)
     info = describe_machine(device)

@@ -9,6 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from attnkit.cli.options import add_threads_option, apply_threads
+
 __all__ = ["register", "parse_duration", "resolve_run_config"]
 
 
@@ -36,7 +38,10 @@ def register(sub: Any) -> None:
     p.add_argument("--time-budget", type=parse_duration, metavar="DURATION",
                    help="stop training after this long (e.g. 20m) and evaluate")
     p.add_argument("--max-tokens", type=int, help="padded tokens per batch")
+    p.add_argument("--eval-every", type=int, metavar="STEPS",
+                   help="also validate (and checkpoint) every STEPS updates, not only per epoch")
     p.add_argument("--device", help="auto (default), cpu or cuda")
+    add_threads_option(p)
     p.add_argument("--seed", type=int)
     p.add_argument("--resume", action="store_true", help="continue the run in --run exactly")
     p.add_argument("--nproc", type=int, default=1,
@@ -45,13 +50,28 @@ def register(sub: Any) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
+    p = sub.add_parser("average", help="average the weights of a run's checkpoints",
+                       description="Average the weights of the best N (by validation BLEU) or "
+                       "the N most recent of a run's kept checkpoints into a new checkpoint; "
+                       "use it with --checkpoint NAME in translate and evaluate.")
+    p.add_argument("--run", required=True, help="run folder")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--best", type=int, metavar="N",
+                       help="the N best checkpoints (default: all kept best ones)")
+    which.add_argument("--last", type=int, metavar="N",
+                       help="the N most recent kept checkpoints (last, then best-* by step)")
+    p.add_argument("--name", default="averaged",
+                   help="checkpoint name, written to RUN/checkpoints/NAME (default: averaged)")
+    p.set_defaults(func=cmd_average)
+
     p = sub.add_parser("translate", help="translate sentences with a trained run",
                        description="Translate sentences given as arguments or lines on stdin.")
     p.add_argument("sentences", nargs="*", help="sentences (default: read lines from stdin)")
     p.add_argument("--run", required=True, help="run folder")
     p.add_argument("--beam", type=int, help="beam size (1 = greedy; default from the run)")
     p.add_argument("--n-best", type=int, default=1, help="print the N best translations")
-    p.add_argument("--checkpoint", default="best", help="best, last, or a checkpoint folder")
+    p.add_argument("--checkpoint", default="best",
+                   help="best, last, a name under RUN/checkpoints (e.g. averaged), or a folder")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_translate)
 
@@ -61,7 +81,8 @@ def register(sub: Any) -> None:
     p.add_argument("--run", required=True)
     p.add_argument("--data", required=True, help="TSV of source<TAB>reference pairs")
     p.add_argument("--beam", type=int)
-    p.add_argument("--checkpoint", default="best")
+    p.add_argument("--checkpoint", default="best",
+                   help="best, last, a name under RUN/checkpoints (e.g. averaged), or a folder")
     p.add_argument("--out", help="hypotheses file (default: RUN/hyps-<data name>.txt)")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_evaluate)
@@ -82,6 +103,7 @@ def resolve_run_config(args: argparse.Namespace) -> Any:
     merged = apply_overrides(merged, args.set)
     for flag, section, key in (("epochs", "train", "epochs"),
                                ("time_budget", "train", "time_budget"),
+                               ("eval_every", "train", "eval_every"),
                                ("max_tokens", "train", "max_tokens"),
                                ("device", "train", "device"), ("seed", "train", "seed")):
         if getattr(args, flag) is not None:
@@ -104,6 +126,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from attnkit.tasks.runs import train_translator
     from attnkit.training import distributed as dist
 
+    apply_threads(args)
     cfg = None if args.resume else resolve_run_config(args)
     overrides = _resume_overrides(args) if args.resume else None
     result, translator = train_translator(cfg, run_dir, resume=args.resume,
@@ -114,6 +137,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"run: {run_dir}  ({result.steps} steps, {result.epochs_done} epochs, "
           f"{result.seconds:.0f} s, {result.tokens_per_second:.0f} target tokens/s, "
           f"stopped: {result.stopped_because})")
+    if result.stopped_because == "interrupted":
+        print(f"interrupted: checkpoint saved; continue with: attnkit train --run {run_dir} "
+              "--resume", file=sys.stderr)
+        return 130
     metrics = result.last_metrics
     if metrics:
         print("validation: " + "  ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
@@ -137,7 +164,7 @@ def _resume_overrides(args: argparse.Namespace) -> dict[str, Any]:
         raise ConfigError(f"--resume can only change train settings, got --set for "
                           f"{sorted(set(sets) - {'train'})}")
     overrides = dict(sets.get("train", {}))
-    for flag in ("epochs", "time_budget", "device"):
+    for flag in ("epochs", "time_budget", "device", "eval_every"):
         if getattr(args, flag) is not None:
             overrides[flag] = getattr(args, flag)
     return overrides
@@ -166,6 +193,18 @@ def cmd_translate(args: argparse.Namespace) -> int:
             print()
         else:
             print(r.text)
+    return 0
+
+
+def cmd_average(args: argparse.Namespace) -> int:
+    from attnkit.tasks.runs import average_run_checkpoints
+
+    n = args.best if args.best is not None else args.last
+    path, sources = average_run_checkpoints(args.run, "last" if args.last is not None else "best",
+                                            n, args.name)
+    print(f"averaged {len(sources)} checkpoints ({', '.join(p.name for p in sources)}) into "
+          f"{path}")
+    print(f"use it: attnkit translate --run {args.run} --checkpoint {args.name} ...")
     return 0
 
 

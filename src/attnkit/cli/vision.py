@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from attnkit.cli.options import add_threads_option, apply_threads
 from attnkit.cli.translate import parse_duration
 
 __all__ = ["register", "resolve_vision_config"]
@@ -40,12 +41,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--batch-size", type=int, help="images per optimizer step")
     p.add_argument("--device", help="auto (default), cpu or cuda")
-    p.add_argument(
-        "--threads",
-        type=int,
-        help="PyTorch CPU threads (default: one per core); 1 is fastest for the small digits "
-        "model when other programs keep the cores busy",
-    )
+    add_threads_option(p)
     p.add_argument("--seed", type=int)
     p.add_argument("--resume", action="store_true", help="continue the run in --run exactly")
     p.add_argument(
@@ -132,16 +128,12 @@ def cmd_train_vit(args: argparse.Namespace) -> int:
     run_dir = Path(args.run) if args.run else Path("runs") / f"{name}-vit"
     if args.nproc > 1 and not under_torchrun():
         return relaunch_with_torchrun(args.nproc, args.argv)
-    import torch
 
     from attnkit.tasks.classification import load_image_data, train_classifier
     from attnkit.tasks.classifier import Classifier
     from attnkit.training import distributed as dist
 
-    if args.threads is not None:
-        if args.threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {args.threads}")
-        torch.set_num_threads(args.threads)
+    apply_threads(args)
     cfg = None if args.resume else resolve_vision_config(args)
     overrides = _resume_overrides(args) if args.resume else None
     result, classifier = train_classifier(

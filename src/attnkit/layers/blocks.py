@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from torch import Tensor, nn
 
 from attnkit.attention.multihead import KVCache, MultiHeadAttention
+from attnkit.layers.dropout import Dropout
 from attnkit.layers.feedforward import PositionWiseFFN
 
 __all__ = ["AddNorm", "EncoderBlock", "DecoderBlock", "LayerCache"]
@@ -29,7 +30,7 @@ class AddNorm(nn.Module):
 
     def __init__(self, d_model: int, dropout: float = 0.0, eps: float = 1e-5) -> None:
         super().__init__()
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.norm = nn.LayerNorm(d_model, eps=eps)
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
@@ -43,7 +44,7 @@ class _Residual(nn.Module):
     def __init__(self, d_model: int, dropout: float, eps: float, norm_first: bool) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(d_model, eps=eps)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.norm_first = norm_first
 
     def pre(self, x: Tensor) -> Tensor:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from attnkit.layers.dropout import Dropout
+
 __all__ = ["PositionWiseFFN", "make_activation"]
 
 
@@ -34,7 +36,7 @@ class PositionWiseFFN(nn.Module):
         super().__init__()
         self.dense1 = nn.Linear(d_model, ffn_hidden)
         self.activation = make_activation(activation)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.dense2 = nn.Linear(ffn_hidden, d_model)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from attnkit.layers.dropout import Dropout
+
 __all__ = [
     "sinusoidal_table",
     "SinusoidalPositionalEncoding",
@@ -87,7 +89,7 @@ class SinusoidalPositionalEncoding(nn.Module):
         super().__init__()
         _check_positive(d_model=d_model, max_len=max_len)
         self.d_model, self.max_len = d_model, max_len
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.register_buffer("pe", sinusoidal_table(max_len, d_model), persistent=False)
 
     @property
@@ -120,7 +122,7 @@ class LearnedPositionalEmbedding(nn.Module):
         _check_positive(max_len=max_len, d_model=d_model)
         self.max_len, self.d_model = max_len, d_model
         self.weight = nn.Parameter(torch.randn(max_len, d_model) * 0.02)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     @property
     def table(self) -> Tensor:

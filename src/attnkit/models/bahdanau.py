@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from attnkit.attention.scoring import AdditiveAttention
 from attnkit.config import BahdanauConfig
+from attnkit.layers.dropout import Dropout
 from attnkit.models.transformer import check_src_mask
 
 __all__ = ["BahdanauSeq2Seq", "GRUCache"]
@@ -55,7 +56,7 @@ class BahdanauSeq2Seq(nn.Module):
         self.decoder = nn.GRU(c.embed_size + c.num_hiddens, c.num_hiddens, c.num_layers,
                               batch_first=True, dropout=gru_dropout)
         self.init_state = nn.Linear(c.num_hiddens, c.num_layers * c.num_hiddens)
-        self.dropout = nn.Dropout(c.dropout)
+        self.dropout = Dropout(c.dropout)
         self.output = nn.Linear(c.num_hiddens, c.tgt_vocab_size)
 
     def encode(

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from attnkit.config import EncoderConfig
 from attnkit.layers.blocks import EncoderBlock
+from attnkit.layers.dropout import Dropout
 from attnkit.layers.embedding import TokenEmbedding
 from attnkit.layers.positional import LearnedPositionalEmbedding
 
@@ -41,7 +42,7 @@ class EncoderEmbeddings(nn.Module):
         self.token_type = nn.Embedding(c.type_vocab_size, c.d_model)
         nn.init.normal_(self.token_type.weight, std=0.02)
         self.norm = nn.LayerNorm(c.d_model, eps=c.layer_norm_eps)
-        self.dropout = nn.Dropout(c.dropout)
+        self.dropout = Dropout(c.dropout)
 
     def forward(self, input_ids: Tensor, token_type_ids: Tensor) -> Tensor:
         """Embed token ids.

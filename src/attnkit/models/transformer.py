@@ -13,10 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnkit.config import TransformerConfig
 from attnkit.layers.blocks import DecoderBlock, EncoderBlock, LayerCache
+from attnkit.layers.dropout import Dropout
 from attnkit.layers.embedding import TokenEmbedding
 from attnkit.layers.positional import (
     LearnedPositionalEmbedding,
@@ -76,7 +78,7 @@ class Transformer(nn.Module):
         elif c.positional == "learned":
             self.positions = LearnedPositionalEmbedding(c.max_len, c.d_model, c.dropout)
         else:  # rotary: positions enter through the self-attention queries and keys
-            self.positions = nn.Dropout(c.dropout)
+            self.positions = Dropout(c.dropout)
             rotary = RotaryEmbedding(c.d_model // c.num_heads, max_len=c.max_len)
         block_args = dict(d_model=c.d_model, num_heads=c.num_heads, ffn_hidden=c.ffn_hidden,
                           dropout=c.dropout, attention_dropout=c.attention_dropout,
@@ -93,7 +95,7 @@ class Transformer(nn.Module):
                        else nn.Linear(c.d_model, c.tgt_vocab_size, bias=False))
 
     def _add_positions(self, x: Tensor, offset: int = 0) -> Tensor:
-        if isinstance(self.positions, nn.Dropout):
+        if isinstance(self.positions, Dropout):
             return self.positions(x)
         return self.positions(x, offset=offset)  # (B, L, D)
 
@@ -153,6 +155,23 @@ class Transformer(nn.Module):
         Returns:
             ``(logits (B, L, V), {"self": [(B, H, L, L_total)], "cross": [(B, H, L, S)]} or None)``.
         """
+        x, weights = self.decoder_states(tgt, memory, src_mask, cache, need_weights)
+        return F.linear(x, self.output_weight), weights  # (B, L, V)
+
+    def decoder_states(
+        self,
+        tgt: Tensor,
+        memory: Tensor,
+        src_mask: Tensor | None = None,
+        cache: DecoderCache | None = None,
+        need_weights: bool = False,
+    ) -> tuple[Tensor, dict[str, list[Tensor]] | None]:
+        """:meth:`decode` without the output projection: the final decoder states (B, L, D).
+
+        ``logits = states @ output_weight.T``; the training loss uses the states directly
+        (:func:`attnkit.training.losses.linear_cross_entropy` never builds the (B, L, V) logits).
+        Arguments and weights as in :meth:`decode`.
+        """
         if tgt.dim() != 2:
             raise ValueError(f"tgt must be (B, L) token ids, got shape {tuple(tgt.shape)}")
         offset = cache.offset if cache is not None else 0
@@ -172,17 +191,28 @@ class Transformer(nn.Module):
             cache.offset += tgt.shape[1]
         if self.decoder_norm is not None:
             x = self.decoder_norm(x)
-        logits = self.output(x) if self.output is not None else self.tgt_embed.logits(x)
-        return logits, weights  # (B, L, V)
+        return x, weights  # (B, L, D)
+
+    @property
+    def output_weight(self) -> Tensor:
+        """The (V, D) output projection (the tied embedding matrix unless ``tie_embeddings`` is
+        ``"none"``); the projection has no bias."""
+        return self.output.weight if self.output is not None else self.tgt_embed.weight
+
+    def features(self, src: Tensor, tgt_in: Tensor, src_mask: Tensor | None = None) -> Tensor:
+        """Teacher-forced final decoder states, before the output projection.
+
+        Shapes: src (B, S), tgt_in (B, L), src_mask (B, S) bool -> (B, L, D).
+        """
+        memory, _ = self.encode(src, src_mask)
+        return self.decoder_states(tgt_in, memory, src_mask)[0]
 
     def forward(self, src: Tensor, tgt_in: Tensor, src_mask: Tensor | None = None) -> Tensor:
         """Teacher-forced logits.
 
         Shapes: src (B, S), tgt_in (B, L), src_mask (B, S) bool -> logits (B, L, V).
         """
-        memory, _ = self.encode(src, src_mask)
-        logits, _ = self.decode(tgt_in, memory, src_mask)
-        return logits
+        return F.linear(self.features(src, tgt_in, src_mask), self.output_weight)  # (B, L, V)
 
     def num_parameters(self) -> int:
         """Number of distinct parameters (tied matrices counted once)."""

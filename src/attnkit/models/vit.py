@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from attnkit.config import ViTConfig
 from attnkit.layers.blocks import EncoderBlock
+from attnkit.layers.dropout import Dropout
 from attnkit.layers.patches import PatchEmbedding
 from attnkit.layers.positional import (
     LearnedPositionalEmbedding2D,
@@ -62,7 +63,7 @@ class VisionTransformer(nn.Module):
         self.grid_size: tuple[int, int] = (side, side)
         self.cls_token = nn.Parameter(torch.empty(1, 1, dim))  # (1, 1, D)
         self._build_positions(self.grid_size)
-        self.pos_drop = nn.Dropout(config.dropout)
+        self.pos_drop = Dropout(config.dropout)
         self.blocks = nn.ModuleList(
             EncoderBlock(
                 d_model=dim,

@@ -41,7 +41,8 @@ __all__ = [
 
 RUN_FORMAT = 1
 #: Train settings a ``--resume`` may change; the others would silently change the run.
-RESUMABLE_TRAIN_FIELDS = ("epochs", "time_budget", "patience", "log_every", "keep_best", "device")
+RESUMABLE_TRAIN_FIELDS = ("epochs", "time_budget", "patience", "log_every", "keep_best", "device",
+                          "eval_every")
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +136,8 @@ def resumed_train_config(train: TrainConfig, overrides: dict[str, Any] | None) -
 
 
 def find_checkpoint(run_dir: str | Path, checkpoint: str = "best", keep_best: int = 3) -> Path:
-    """``best`` (falling back to ``last`` when no best exists), ``last``, or a folder path.
+    """``best`` (falling back to ``last`` when no best exists), ``last``, the name of a folder
+    in ``run_dir/checkpoints`` (``averaged``), or a folder path.
 
     The best checkpoints are ranked in the direction their index (``best.json``) was written
     with: highest BLEU for translation, lowest validation loss for image classification.
@@ -156,13 +158,17 @@ def find_checkpoint(run_dir: str | Path, checkpoint: str = "best", keep_best: in
         path = manager.best_path() or manager.last_path()
     elif checkpoint == "last":
         path = manager.last_path()
+    elif "/" not in checkpoint and (manager.dir / checkpoint).is_dir():
+        path = manager.dir / checkpoint  # a named one, e.g. from ``attnkit average``
     else:
         path = Path(checkpoint)
     if path is None or not Path(path).exists():
-        raise ConfigError(
-            f"{run_dir}: no {checkpoint} checkpoint found; has the run trained "
-            "for at least one epoch?"
-        )
+        if checkpoint in ("best", "last"):
+            raise ConfigError(f"{run_dir}: no {checkpoint} checkpoint found; has the run "
+                              "trained for at least one epoch?")
+        raise ConfigError(f"--checkpoint {checkpoint!r} is neither a checkpoint in "
+                          f"{manager.dir} nor a folder; use best, last, a name made by "
+                          "`attnkit average`, or a checkpoint folder")
     return Path(path)
 
 

@@ -53,9 +53,11 @@ from attnkit.tasks.translation import (
 )
 from attnkit.training import distributed as dist
 from attnkit.training.checkpoint import load_checkpoint
+from attnkit.training.manager import CheckpointManager, save_averaged
 from attnkit.training.trainer import Trainer, TrainResult, resolve_device
 
-__all__ = ["RUN_FORMAT", "Translator", "train_translator", "load_run_config", "write_json_atomic"]
+__all__ = ["RUN_FORMAT", "Translator", "average_run_checkpoints", "train_translator",
+           "load_run_config", "write_json_atomic"]
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +142,41 @@ def train_translator(
     if dist.is_main():
         write_curves(run_dir)
     return result, Translator(model, data.src_tok, data.tgt_tok, cfg)
+
+
+def average_run_checkpoints(run_dir: str | Path, kind: str = "best", n: int | None = None,
+                            name: str = "averaged") -> tuple[Path, list[Path]]:
+    """Average the weights of ``n`` of a run's kept checkpoints into ``checkpoints/<name>``.
+
+    Args:
+        run_dir: a translation run folder.
+        kind: ``"best"`` (by validation BLEU) or ``"last"`` (the most recent: ``last``, then
+            the best-* ones by step).
+        n: how many (default: every kept checkpoint of that kind).
+        name: the new checkpoint's folder name under ``checkpoints/`` (not ``last``/``best-*``).
+
+    Returns:
+        The new checkpoint's path and the checkpoints averaged.
+    """
+    run_dir = Path(run_dir)
+    if name in ("last", "best") or name.startswith(("best-", "last.")) or "/" in name or \
+            name in ("", ".", ".."):
+        raise ConfigError(f"--name {name!r} would clash with the run's own checkpoints; "
+                          "choose another name, e.g. averaged")
+    if n is not None and n < 1:
+        raise ConfigError(f"the number of checkpoints to average must be >= 1, got {n}")
+    cfg = load_run_config(run_dir)
+    paths = CheckpointManager(run_dir, keep_best=cfg.train.keep_best).paths(kind)
+    if not paths:
+        raise ConfigError(f"{run_dir}: no checkpoints to average; train first")
+    if n is not None and n > len(paths):
+        raise ConfigError(f"{run_dir} keeps {len(paths)} {kind} checkpoint(s), fewer than the "
+                          f"{n} asked for; ask for at most {len(paths)} (train.keep_best sets "
+                          "how many best ones a run keeps)")
+    chosen = paths if n is None else paths[:n]
+    model = build_seq2seq(cfg.model_type, cfg.model)
+    out = save_averaged(chosen, run_dir / "checkpoints" / name, model)
+    return out, chosen
 
 
 @dataclass

@@ -20,7 +20,7 @@ from attnkit.data.tokenizers import SentencePieceTokenizer, Tokenizer, WordToken
 from attnkit.decoding import beam_search, greedy_decode
 from attnkit.evaluation.metrics import corpus_bleu, corpus_chrf
 from attnkit.training import distributed as dist
-from attnkit.training.losses import masked_cross_entropy
+from attnkit.training.losses import Seq2SeqObjective, masked_cross_entropy
 
 __all__ = [
     "PreparedData",
@@ -193,10 +193,13 @@ class TranslationTask:
         for indices in self.sampler:
             yield collate([self.data.train[i] for i in indices]).to(self.device)
 
-    def loss(self, model: nn.Module, batch: Batch) -> tuple[torch.Tensor, int]:
-        logits = model(batch.src, batch.tgt_in, batch.src_mask)  # (B, L, V)
-        return masked_cross_entropy(logits, batch.tgt_out, pad_id=PAD_ID,
-                                    label_smoothing=self.label_smoothing)
+    def objective(self, model: nn.Module) -> Seq2SeqObjective:
+        """The model with its label-smoothed training loss (fused output projection + loss)."""
+        return Seq2SeqObjective(model, pad_id=PAD_ID, label_smoothing=self.label_smoothing)
+
+    def loss(self, objective: nn.Module, batch: Batch) -> tuple[torch.Tensor, int]:
+        """Summed training loss of ``objective`` (from :meth:`objective`, maybe DDP-wrapped)."""
+        return objective(batch.src, batch.tgt_in, batch.src_mask, batch.tgt_out)
 
     def tokens(self, batch: Batch) -> int:
         """Target tokens (EOS included, padding excluded): the throughput unit."""

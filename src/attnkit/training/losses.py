@@ -20,17 +20,28 @@ kernel, no (B, L, V) target tensor). Two consequences, both deliberate:
 
 With smoothing the value is not the negative log-likelihood, so ``exp(mean)`` overstates the
 perplexity; compute validation perplexity with ``label_smoothing=0``.
+
+:func:`linear_cross_entropy` is the same loss fused with the output projection, for training:
+it never materialises the (N, V) logits. The logits of a few hundred tokens at a time are
+computed, turned into their loss *and* their gradient at once, and dropped; backward only scales
+the stored gradients. On a CPU the (N, V) tensors of the plain path (logits, log-softmax, its
+gradient, the smoothing terms) are far larger than the caches and cost about a sixth of a
+training step at an 8k vocabulary (benchmarks/PROFILE.md); the matmul FLOPs are the same.
+:class:`Seq2SeqObjective` packs a model and this loss into one module, so that DDP and
+``torch.compile`` wrap the loss too.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
-__all__ = ["masked_cross_entropy", "mean_token_loss", "perplexity"]
+__all__ = ["Seq2SeqObjective", "linear_cross_entropy", "masked_cross_entropy", "mean_token_loss",
+           "perplexity"]
 
 _REDUCTIONS = ("sum", "mean", "none")
 
@@ -125,3 +136,145 @@ def perplexity(mean_loss: float) -> float:
     Only meaningful for a loss computed with ``label_smoothing=0``.
     """
     return math.exp(mean_loss) if mean_loss < 700.0 else math.inf
+
+
+# -- the output projection fused with the loss ---------------------------------------------------
+_CHUNK_ELEMENTS = 2**21  # logits per chunk (8 MiB in float32): stays in the last-level cache
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    """Summed label-smoothed cross-entropy of ``hidden @ weight.T``; gradients made in forward.
+
+    Every target is a real token (the caller drops padding). Per chunk of rows, with
+    ``p = softmax(logits)`` and ``q = (1 - eps) one_hot + eps / V``: loss ``sum(lse - q . logits)``
+    and d loss / d logits ``= p - q``.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, hidden: Tensor, weight: Tensor, targets: Tensor, eps: float,
+                chunk: int) -> Tensor:
+        n, vocab = hidden.shape[0], weight.shape[0]
+        acc = torch.promote_types(hidden.dtype, torch.float32)  # softmax and sums: >= float32
+        grad_hidden = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
+        grad_weight = (torch.zeros_like(weight, dtype=acc) if ctx.needs_input_grad[1] else None)
+        total = torch.zeros((), dtype=acc, device=hidden.device)
+        for start in range(0, n, chunk):
+            h = hidden[start : start + chunk]  # (c, D)
+            t = targets[start : start + chunk]  # (c,)
+            logits = (h @ weight.t()).to(acc)  # (c, V)
+            lse = torch.logsumexp(logits, dim=-1)  # (c,)
+            gold = logits.gather(1, t[:, None]).squeeze(1)  # (c,)
+            loss = lse - (1.0 - eps) * gold
+            if eps > 0:
+                loss = loss - eps * logits.mean(dim=-1)
+            total += loss.sum()
+            if grad_hidden is None and grad_weight is None:
+                continue
+            grad = logits.sub_(lse[:, None]).exp_()  # (c, V) softmax, in place
+            if eps > 0:
+                grad.sub_(eps / vocab)
+            grad[torch.arange(t.shape[0], device=t.device), t] -= 1.0 - eps
+            grad = grad.to(hidden.dtype)
+            if grad_hidden is not None:
+                torch.mm(grad, weight.to(hidden.dtype), out=grad_hidden[start : start + chunk])
+            if grad_weight is not None:
+                grad_weight.addmm_(grad.t().to(acc), h.to(acc))  # (V, D)
+        ctx.save_for_backward(grad_hidden, grad_weight)
+        ctx.weight_dtype = weight.dtype
+        return total
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:
+        grad_hidden, grad_weight = ctx.saved_tensors
+        dh = grad_hidden * grad_out.to(grad_hidden.dtype) if grad_hidden is not None else None
+        dw = (grad_weight * grad_out).to(ctx.weight_dtype) if grad_weight is not None else None
+        return dh, dw, None, None, None
+
+
+def linear_cross_entropy(
+    hidden: Tensor,
+    weight: Tensor,
+    targets: Tensor,
+    pad_id: int | None = 0,
+    label_smoothing: float = 0.0,
+    chunk_size: int | None = None,
+) -> tuple[Tensor, int]:
+    """``masked_cross_entropy(hidden @ weight.T, targets, ...)`` summed, without the logits.
+
+    Equal to the plain path (up to float rounding) in value and gradients, for training with a
+    large vocabulary: the (N, V) logits are computed ``chunk_size`` rows at a time and their
+    gradient is formed in the forward pass, so the step never holds an (N, V) tensor. Use
+    :func:`masked_cross_entropy` when the logits themselves are needed.
+
+    Args:
+        hidden: final decoder states (the input of the output projection).
+        weight: the output projection (no bias), e.g. ``Transformer.output_weight``.
+        targets: gold ids; positions equal to ``pad_id`` contribute nothing.
+        pad_id: the padding id, or None when every position is a real token.
+        label_smoothing: eps in [0, 1), as in :func:`masked_cross_entropy`.
+        chunk_size: rows per chunk (default: about 2M logits per chunk).
+
+    Returns:
+        ``(loss_sum, num_tokens)``: a scalar tensor and the number of non-pad targets.
+
+    Shapes:
+        hidden (B, L, D) or (N, D); weight (V, D); targets (B, L) or (N,) integer.
+    """
+    if hidden.shape[:-1] != targets.shape:
+        raise ValueError(
+            f"linear_cross_entropy: targets shape {tuple(targets.shape)} must equal hidden's "
+            f"leading dims {tuple(hidden.shape[:-1])}")
+    if weight.dim() != 2 or weight.shape[1] != hidden.shape[-1]:
+        raise ValueError(
+            f"linear_cross_entropy: weight must be (V, {hidden.shape[-1]}), got "
+            f"{tuple(weight.shape)}")
+    if targets.dtype.is_floating_point or targets.dtype == torch.bool:
+        raise ValueError(
+            f"linear_cross_entropy: targets must hold integer token ids, got {targets.dtype}")
+    if not 0.0 <= label_smoothing < 1.0:
+        raise ValueError(
+            f"linear_cross_entropy: label_smoothing must be in [0, 1), got {label_smoothing}")
+    hidden = hidden.reshape(-1, hidden.shape[-1])  # (N, D)
+    targets = targets.reshape(-1).long()  # (N,)
+    if pad_id is not None:
+        real = targets != pad_id
+        hidden, targets = hidden[real], targets[real]  # (N', D), (N',)
+    chunk = chunk_size or max(64, _CHUNK_ELEMENTS // weight.shape[0])
+    if chunk < 1:
+        raise ValueError(f"linear_cross_entropy: chunk_size must be >= 1, got {chunk_size}")
+    if torch.is_autocast_enabled(hidden.device.type):
+        dtype = torch.get_autocast_dtype(hidden.device.type)
+        hidden, weight = hidden.to(dtype), weight.to(dtype)
+    with torch.autocast(hidden.device.type, enabled=False):
+        loss = _LinearCrossEntropy.apply(hidden, weight, targets, float(label_smoothing), chunk)
+    return loss, int(targets.shape[0])
+
+
+class Seq2SeqObjective(nn.Module):
+    """A sequence-to-sequence model and its training loss as one module.
+
+    ``forward`` returns the summed token loss, so DistributedDataParallel and ``torch.compile``
+    (which wrap what the trainer differentiates) see the whole objective. Models that expose
+    ``features()`` and ``output_weight`` (the Transformer) get :func:`linear_cross_entropy`;
+    others go through their logits and :func:`masked_cross_entropy`.
+
+    Args:
+        model: the seq2seq model (kept as ``self.model``; its state dict is unchanged).
+        pad_id: padding id of the targets.
+        label_smoothing: eps for the loss.
+    """
+
+    def __init__(self, model: nn.Module, pad_id: int = 0, label_smoothing: float = 0.0) -> None:
+        super().__init__()
+        self.model, self.pad_id, self.label_smoothing = model, pad_id, label_smoothing
+        self.fused = hasattr(model, "features") and hasattr(model, "output_weight")
+
+    def forward(self, src: Tensor, tgt_in: Tensor, src_mask: Tensor | None,
+                tgt_out: Tensor) -> tuple[Tensor, int]:
+        """Shapes: src (B, S), tgt_in (B, L), src_mask (B, S), tgt_out (B, L) -> ((), int)."""
+        if self.fused:
+            hidden = self.model.features(src, tgt_in, src_mask)  # (B, L, D)
+            return linear_cross_entropy(hidden, self.model.output_weight, tgt_out,
+                                        self.pad_id, self.label_smoothing)
+        return masked_cross_entropy(self.model(src, tgt_in, src_mask), tgt_out, self.pad_id,
+                                    self.label_smoothing)

@@ -9,7 +9,11 @@ The loop knows nothing about translation or images. A *task* supplies the data a
   accumulated step, so accumulation and padding never change the objective,
 * ``task.evaluate(model) -> dict`` with at least ``task.metric`` (selects the best checkpoints and
   drives early stopping; ``task.mode`` is "max" or "min"),
-* ``task.tokens(batch) -> int`` for the throughput display.
+* ``task.tokens(batch) -> int`` for the throughput display,
+* optionally ``task.objective(model) -> nn.Module``: the module the loop differentiates (and
+  wraps in DDP / compiles), e.g. the model together with its loss
+  (:class:`~attnkit.training.losses.Seq2SeqObjective`); ``task.loss`` then receives it.
+  Without it the model itself is passed to ``task.loss``.
 """
 
 from __future__ import annotations
@@ -120,7 +124,9 @@ class Trainer:
         self.device = resolve_device(config.device)
         tune_glibc_malloc()
         self.model = model.to(self.device)
-        self.train_model: nn.Module = dist.wrap_model(self.model, self.device)
+        objective = getattr(task, "objective", None)
+        differentiated = objective(self.model) if objective is not None else self.model
+        self.train_model: nn.Module = dist.wrap_model(differentiated, self.device)
         if config.compile:
             self.train_model = torch.compile(self.train_model)  # type: ignore[assignment]
         self.optimizer = torch.optim.AdamW(
@@ -144,6 +150,7 @@ class Trainer:
         self.bad_epochs = 0
         self.elapsed = 0.0
         self.history: list[dict[str, Any]] = []
+        self._validated_at: int | None = None  # the step of the latest validation
 
     def _amp_dtype(self) -> torch.dtype | None:
         if not self.config.amp or self.device.type != "cuda":
@@ -248,7 +255,7 @@ class Trainer:
                             loss_sum, n = self._forward_loss(batch)
                             if not torch.isfinite(loss_sum.detach()):
                                 raise TrainingError(
-                                    f"loss became {float(loss_sum)} at step {self.step}; "
+                                    f"loss became {float(loss_sum.detach())} at step {self.step}; "
                                     "the last good checkpoint is kept; lower --set train.lr or "
                                     "raise train.warmup_steps and resume")
                             self.scaler.scale(loss_sum).backward()
@@ -275,6 +282,12 @@ class Trainer:
                                        "grad_norm": grad_norm, "tokens_per_s": tps})
                             if bar is not None:
                                 bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{tps:.0f}")
+                        if cfg.eval_every is not None and self.step % cfg.eval_every == 0:
+                            last_metrics = self.validate()  # mid-epoch: state saved to resume
+                            self.train_model.train()
+                            if cfg.patience is not None and self.bad_epochs >= cfg.patience:
+                                reason = "early stopping"
+                                break
                         self.elapsed = time.perf_counter() - start
                         out_of_time = (cfg.time_budget is not None
                                        and self.elapsed >= cfg.time_budget)
@@ -288,7 +301,10 @@ class Trainer:
                             raise KeyboardInterrupt
                     else:
                         self.epoch += 1
-                    last_metrics = self.validate()
+                    if self._validated_at == self.step:  # eval_every just did it: save the
+                        self.save(last_metrics)  # new epoch count, skip a second evaluation
+                    else:
+                        last_metrics = self.validate()
                     self.elapsed = time.perf_counter() - start
                     if reason == "epochs" and cfg.patience is not None \
                             and self.bad_epochs >= cfg.patience:
@@ -309,10 +325,12 @@ class Trainer:
                            tokens_total / max(seconds, 1e-9), seconds)
 
     def validate(self) -> dict[str, float]:
-        """Evaluate, log, checkpoint, and update the early-stopping counter."""
+        """Evaluate, log, checkpoint, and update the early-stopping counter (``patience`` counts
+        validations: epoch ends, and every ``eval_every`` steps when that is set)."""
         self.train_model.eval()
         with torch.inference_mode():
             metrics = self.task.evaluate(self.model)
+        self._validated_at = self.step
         value = metrics.get(self.task.metric)
         if value is not None and math.isfinite(value) and self._improved(value):
             self.best, self.bad_epochs = value, 0

@@ -1,0 +1,97 @@
+"""Where the time goes: torch.profiler tables for one training step and one decoding step (CPU).
+
+    python benchmarks/profile_step.py [--threads N] [--rows 25] [--size full|preset]
+
+``full`` is the ``attnkit bench train`` model (D=256, 3+3 layers, 8k vocabulary, 4k padded
+tokens per batch); ``preset`` is the text preset that ``attnkit train`` uses on fra-eng (D=256,
+3+2 layers, 4k vocabulary, 3k tokens). The training step is exactly what the trainer runs
+(``TranslationTask.loss``-style masked cross-entropy, backward, clipping, AdamW); the decoding
+step is one greedy step with the KV cache at position 32 of a batch of 32 sources. The findings
+are written up in benchmarks/PROFILE.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+from attnkit.bench import translation as tr_bench
+from attnkit.config import TransformerConfig
+from attnkit.data.text import BOS_ID, PAD_ID
+from attnkit.models.transformer import Transformer
+from attnkit.training.allocator import tune_glibc_malloc
+from attnkit.training.losses import masked_cross_entropy
+
+SIZES = {
+    "full": dict(model=dict(d_model=256, num_heads=4, ffn_hidden=1024, num_encoder_layers=3,
+                            num_decoder_layers=3), vocab=8000, max_tokens=4096),
+    "preset": dict(model=dict(d_model=256, num_heads=4, ffn_hidden=768, num_encoder_layers=3,
+                              num_decoder_layers=2), vocab=4000, max_tokens=3000),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rows", type=int, default=25)
+    parser.add_argument("--size", choices=tuple(SIZES), default="full")
+    parser.add_argument("--steps", type=int, default=3, help="profiled training steps")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    tune_glibc_malloc()
+    size = SIZES[args.size]
+    data = tr_bench.load_bench_batches(max_tokens=size["max_tokens"], num_pairs=20000,
+                                       vocab_size=size["vocab"], num_batches=args.steps + 2)
+    cfg = TransformerConfig(src_vocab_size=data.vocab_size, tgt_vocab_size=data.vocab_size,
+                            norm_first=True, tie_embeddings="all", dropout=0.1, max_len=128,
+                            **size["model"])
+    torch.manual_seed(0)
+    model = Transformer(cfg).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+    def train_step(batch: object) -> None:
+        logits = model(batch.src, batch.tgt_in, batch.src_mask)  # (B, L, V)
+        loss, n = masked_cross_entropy(logits, batch.tgt_out, pad_id=PAD_ID,
+                                       label_smoothing=0.1)
+        (loss / n).backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    batches = data.batches
+    for b in batches[:2]:  # warm-up: allocator, optimizer state
+        train_step(b)
+    tokens = sum(int(b.tgt_lens.sum()) for b in batches[2:])
+    start = time.perf_counter()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for b in batches[2:]:
+            train_step(b)
+    seconds = time.perf_counter() - start
+    print(f"# training: {args.size} size, {args.threads} threads, {args.steps} steps, "
+          f"{tokens} target tokens, {tokens / seconds:.0f} target tokens/s under the profiler")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows))
+
+    model.eval()
+    batch = max(batches, key=lambda b: b.src.shape[0])
+    src, mask = batch.src[:32], batch.src_mask[:32]
+    with torch.inference_mode():
+        memory, _ = model.encode(src, mask)
+        cache = model.init_cache(memory, mask)
+        ys = torch.full((src.shape[0], 1), BOS_ID, dtype=torch.long)
+        for _ in range(32):
+            logits, _ = model.decode(ys[:, -1:], memory, mask, cache=cache)
+            ys = torch.cat([ys, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(8):
+                logits, _ = model.decode(ys[:, -1:], memory, mask, cache=cache)
+                ys = torch.cat([ys, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    print(f"# decoding: 8 greedy steps with the KV cache at positions 33-40, batch "
+          f"{src.shape[0]}")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows))
+
+
+if __name__ == "__main__":
+    main()
