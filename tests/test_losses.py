@@ -266,3 +266,22 @@ def test_seq2seq_objective_equals_model_logits_loss() -> None:
     torch.testing.assert_close(loss, ref, rtol=1e-12, atol=1e-12)
     for got, want in zip(grads, ref_grads, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-9, atol=1e-12)
+
+
+def test_linear_cross_entropy_under_bf16_autocast() -> None:
+    """Under autocast (as the trainer runs on CUDA) the projection runs in the autocast dtype and
+    the softmax in float32; value and gradients stay close to the float32 computation."""
+    from attnkit.training.losses import linear_cross_entropy
+
+    hidden, weight, targets = _projection_case(seed=4, vocab=64, dtype=torch.float32)
+    ref, _ = masked_cross_entropy(torch.nn.functional.linear(hidden, weight), targets,
+                                  label_smoothing=0.1)
+    ref_grads = torch.autograd.grad(ref, (hidden, weight))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss, _ = linear_cross_entropy(hidden, weight, targets, label_smoothing=0.1)
+    grads = torch.autograd.grad(loss, (hidden, weight))
+    assert loss.dtype == torch.float32
+    torch.testing.assert_close(loss, ref, rtol=2e-2, atol=0)
+    for got, want in zip(grads, ref_grads, strict=True):
+        assert got.dtype == torch.float32
+        torch.testing.assert_close(got, want, rtol=5e-2, atol=5e-2)

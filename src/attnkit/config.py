@@ -134,6 +134,7 @@ class DataConfig:
     split_digits: bool = False
     min_freq: int = 2
     lowercase: bool = True
+    tidy_source_punctuation: bool = True
     max_len: int = 128
     num_examples: int = 20000
     valid_fraction: float = 0.05

@@ -81,7 +81,8 @@ def register(sub: Any) -> None:
         choices=("encoder", "self", "cross", "all"),
         help="encoder self-attention, decoder self-attention, cross-attention, or all",
     )
-    p.add_argument("--checkpoint", default="best", help="best, last, or a checkpoint folder")
+    p.add_argument("--checkpoint", default="best",
+                   help="best, last, a name under RUN/checkpoints (e.g. averaged), or a folder")
     p.add_argument("--device", default="auto")
     p.add_argument("--dpi", type=float, default=100)
     p.set_defaults(func=cmd_attention)

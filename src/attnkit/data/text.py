@@ -41,6 +41,7 @@ __all__ = [
     "PUNCTUATION",
     "normalize_spaces",
     "preprocess",
+    "tidy_punctuation_spacing",
     "tokenize_words",
     "detokenize_words",
 ]
@@ -90,6 +91,30 @@ def preprocess(text: str, lowercase: bool = True) -> str:
     for i, char in enumerate(text):
         if i > 0 and char in PUNCTUATION and text[i - 1] != " ":
             out.append(" ")
+        out.append(char)
+    return "".join(out)
+
+
+def tidy_punctuation_spacing(text: str) -> str:
+    """Remove the spaces before ``, . ! ?`` (the inverse of :func:`preprocess`'s spacing).
+
+    Applied to *source* sentences, in training and in translation, when
+    ``DataConfig.tidy_source_punctuation`` is on: a sub-word model trained on ordinary text
+    (``"I lost."``) otherwise reads the course's pre-tokenized style (``"i lost ."``) as a
+    different, rarely seen input. Targets are left alone (French writes ``"Va !"``).
+
+    Args:
+        text: a sentence.
+
+    Returns:
+        The sentence with whitespace runs before those marks removed, e.g. ``"i lost ."`` ->
+        ``"i lost."``, ``"wait ... what ?"`` -> ``"wait... what?"``.
+    """
+    out: list[str] = []
+    for char in text:
+        if char in PUNCTUATION:
+            while out and out[-1] == " ":
+                out.pop()
         out.append(char)
     return "".join(out)
 

@@ -33,6 +33,7 @@ from attnkit.config import (
     to_dict,
 )
 from attnkit.data.errors import DataError
+from attnkit.data.text import tidy_punctuation_spacing
 from attnkit.data.tokenizers import Tokenizer
 from attnkit.models import build_seq2seq
 from attnkit.tasks.rundir import (
@@ -218,6 +219,8 @@ class Translator:
         limit = self.config.model.get("max_len", self.config.data.max_len)
         ids = []
         for i, sentence in enumerate(sentences, 1):
+            if self.config.data.tidy_source_punctuation:
+                sentence = tidy_punctuation_spacing(sentence)  # as the training sources were
             tokens = self.src_tok.encode(sentence)
             if len(tokens) > limit:
                 raise DataError(f"input {i} has {len(tokens)} tokens, more than the model's "

@@ -15,7 +15,7 @@ from attnkit.config import DataConfig, DecodeConfig
 from attnkit.data.batching import Batch, TokenBucketSampler, collate, encode_pairs, example_lengths
 from attnkit.data.corpora import group_references, load_corpus, split_pairs
 from attnkit.data.errors import DataError
-from attnkit.data.text import PAD_ID
+from attnkit.data.text import PAD_ID, tidy_punctuation_spacing
 from attnkit.data.tokenizers import SentencePieceTokenizer, Tokenizer, WordTokenizer, load_tokenizer
 from attnkit.decoding import beam_search, greedy_decode
 from attnkit.evaluation.metrics import corpus_bleu, corpus_chrf
@@ -89,6 +89,9 @@ def prepare_data(cfg: DataConfig, run_dir: Path, max_len: int) -> PreparedData:
     if cfg.valid_limit is not None:
         keep = {src for src, _ in group_references(valid_pairs)[: cfg.valid_limit]}
         valid_pairs = [p for p in valid_pairs if p[0] in keep]
+    if cfg.tidy_source_punctuation:
+        train_pairs = [(tidy_punctuation_spacing(s), t) for s, t in train_pairs]
+        valid_pairs = [(tidy_punctuation_spacing(s), t) for s, t in valid_pairs]
     tok_dir = run_dir / "tokenizer"
     if (tok_dir / "src").exists():
         src_tok, tgt_tok = load_tokenizers(tok_dir)
