@@ -4,10 +4,12 @@
 
 ``full`` is the ``attnkit bench train`` model (D=256, 3+3 layers, 8k vocabulary, 4k padded
 tokens per batch); ``preset`` is the text preset that ``attnkit train`` uses on fra-eng (D=256,
-3+2 layers, 4k vocabulary, 3k tokens). The training step is exactly what the trainer runs
-(``TranslationTask.loss``-style masked cross-entropy, backward, clipping, AdamW); the decoding
-step is one greedy step with the KV cache at position 32 of a batch of 32 sources. The findings
-are written up in benchmarks/PROFILE.md.
+3+2 layers, 4k vocabulary, 3k tokens). The training step is what the trainer runs
+(``Seq2SeqObjective``: the model with the output projection fused into the label-smoothed loss,
+backward, clipping, AdamW); ``--logits-loss`` computes the (N, V) logits and
+``masked_cross_entropy`` instead, as attnkit did before. The decoding step is one greedy step
+with the KV cache at position 32 of a batch of 32 sources. The findings are written up in
+benchmarks/PROFILE.md.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from attnkit.config import TransformerConfig
 from attnkit.data.text import BOS_ID, PAD_ID
 from attnkit.models.transformer import Transformer
 from attnkit.training.allocator import tune_glibc_malloc
-from attnkit.training.losses import masked_cross_entropy
+from attnkit.training.losses import Seq2SeqObjective, masked_cross_entropy
 
 SIZES = {
     "full": dict(model=dict(d_model=256, num_heads=4, ffn_hidden=1024, num_encoder_layers=3,
@@ -39,6 +41,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=25)
     parser.add_argument("--size", choices=tuple(SIZES), default="full")
     parser.add_argument("--steps", type=int, default=3, help="profiled training steps")
+    parser.add_argument("--logits-loss", action="store_true",
+                        help="the unfused loss: full logits, then masked_cross_entropy")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     tune_glibc_malloc()
@@ -52,10 +56,15 @@ def main() -> None:
     model = Transformer(cfg).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
+    objective = Seq2SeqObjective(model, pad_id=PAD_ID, label_smoothing=0.1)
+
     def train_step(batch: object) -> None:
-        logits = model(batch.src, batch.tgt_in, batch.src_mask)  # (B, L, V)
-        loss, n = masked_cross_entropy(logits, batch.tgt_out, pad_id=PAD_ID,
-                                       label_smoothing=0.1)
+        if args.logits_loss:
+            logits = model(batch.src, batch.tgt_in, batch.src_mask)  # (B, L, V)
+            loss, n = masked_cross_entropy(logits, batch.tgt_out, pad_id=PAD_ID,
+                                           label_smoothing=0.1)
+        else:
+            loss, n = objective(batch.src, batch.tgt_in, batch.src_mask, batch.tgt_out)
         (loss / n).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -70,7 +79,8 @@ def main() -> None:
         for b in batches[2:]:
             train_step(b)
     seconds = time.perf_counter() - start
-    print(f"# training: {args.size} size, {args.threads} threads, {args.steps} steps, "
+    loss_kind = "logits + masked_cross_entropy" if args.logits_loss else "fused objective"
+    print(f"# training ({loss_kind}): {args.size} size, {args.threads} threads, {args.steps} steps, "
           f"{tokens} target tokens, {tokens / seconds:.0f} target tokens/s under the profiler")
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows))
 

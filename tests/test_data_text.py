@@ -23,6 +23,7 @@ from attnkit.data import (
     preprocess,
     tokenize_words,
 )
+from attnkit.data.text import tidy_punctuation_spacing
 
 
 def course_rule(text: str) -> str:
@@ -82,6 +83,24 @@ punct_words = st.tuples(words, st.sampled_from(["", ",", ".", "!", "?", "?!"]))
 def test_detokenize_inverts_preprocess_for_english_spacing(items):
     text = " ".join(w + p for w, p in items)  # English style: no space before punctuation
     assert detokenize_words(tokenize_words(preprocess(text))) == text
+
+
+@given(st.lists(punct_words, min_size=1, max_size=8))
+def test_tidy_spacing_undoes_preprocess_spacing(items):
+    """English-style text survives preprocess -> tidy unchanged: the course's spaced form and
+    ordinary typography meet in one form."""
+    text = " ".join(w + p for w, p in items)
+    assert tidy_punctuation_spacing(preprocess(text, lowercase=False)) == text
+    assert tidy_punctuation_spacing(text) == text
+
+
+def test_tidy_spacing_examples():
+    assert tidy_punctuation_spacing("i lost .") == "i lost."
+    assert tidy_punctuation_spacing("he's calm  .") == "he's calm."
+    assert tidy_punctuation_spacing("wait ... what ?") == "wait... what?"
+    assert tidy_punctuation_spacing("Va !") == "Va!"
+    assert tidy_punctuation_spacing("a , b") == "a, b"
+    assert tidy_punctuation_spacing("") == ""
 
 
 # --- WordTokenizer -------------------------------------------------------------------------

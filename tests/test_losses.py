@@ -222,9 +222,10 @@ def test_linear_cross_entropy_without_grad_and_all_pad() -> None:
         loss, n = linear_cross_entropy(hidden, weight, targets, label_smoothing=0.1)
     ref, _ = masked_cross_entropy(torch.nn.functional.linear(hidden, weight).detach(), targets,
                                   label_smoothing=0.1)
+    assert not loss.requires_grad
     assert float(loss) == pytest.approx(float(ref), rel=1e-12)
     empty, n = linear_cross_entropy(hidden, weight, torch.zeros_like(targets))
-    assert n == 0 and float(empty) == 0.0
+    assert n == 0 and float(empty.detach()) == 0.0
     empty.backward()
     assert torch.all(hidden.grad == 0) and torch.all(weight.grad == 0)
 

@@ -275,3 +275,20 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_continues(tmp_path: Path) -> None:
                  "--samples", "0", "--no-progress"]) == 0
     state2, _ = load_checkpoint(run / "checkpoints" / "last")
     assert state2["step"] > state["step"] and state2["epoch"] == state["epoch"] + 1
+
+
+def test_course_style_spacing_reads_like_ordinary_text(trained_run: tuple[Path, object]) -> None:
+    """With data.tidy_source_punctuation (the default), 'x .' and 'x.' are the same input;
+    without it the sub-word model sees two different token sequences."""
+    import dataclasses
+
+    run, _ = trained_run
+    translator = Translator.load(run)
+    spaced, plain = "tuesday 10 march 1987 .", "tuesday 10 march 1987."
+    a, b = translator.encode_sources([spaced, plain])
+    assert a == b
+    raw = dataclasses.replace(translator.config, data=dataclasses.replace(
+        translator.config.data, tidy_source_punctuation=False))
+    untidy = Translator(translator.model, translator.src_tok, translator.tgt_tok, raw)
+    c, d = untidy.encode_sources([spaced, plain])
+    assert c != d and d == b

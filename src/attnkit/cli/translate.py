@@ -106,7 +106,7 @@ def resolve_run_config(args: argparse.Namespace) -> Any:
                                ("eval_every", "train", "eval_every"),
                                ("max_tokens", "train", "max_tokens"),
                                ("device", "train", "device"), ("seed", "train", "seed")):
-        if getattr(args, flag) is not None:
+        if getattr(args, flag, None) is not None:
             merged[section][key] = getattr(args, flag)
     merged["model_type"] = args.model
     return run_config_from_dict(merged)
@@ -164,8 +164,8 @@ def _resume_overrides(args: argparse.Namespace) -> dict[str, Any]:
         raise ConfigError(f"--resume can only change train settings, got --set for "
                           f"{sorted(set(sets) - {'train'})}")
     overrides = dict(sets.get("train", {}))
-    for flag in ("epochs", "time_budget", "device", "eval_every"):
-        if getattr(args, flag) is not None:
+    for flag in ("epochs", "time_budget", "device", "eval_every"):  # those the command has
+        if getattr(args, flag, None) is not None:
             overrides[flag] = getattr(args, flag)
     return overrides
 

@@ -152,11 +152,12 @@ class _LinearCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, hidden: Tensor, weight: Tensor, targets: Tensor, eps: float,
-                chunk: int) -> Tensor:
+                chunk: int, want_grad: bool) -> Tensor:
         n, vocab = hidden.shape[0], weight.shape[0]
         acc = torch.promote_types(hidden.dtype, torch.float32)  # softmax and sums: >= float32
-        grad_hidden = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
-        grad_weight = (torch.zeros_like(weight, dtype=acc) if ctx.needs_input_grad[1] else None)
+        need_h, need_w = (want_grad and ctx.needs_input_grad[i] for i in (0, 1))
+        grad_hidden = torch.empty_like(hidden) if need_h else None
+        grad_weight = torch.zeros_like(weight, dtype=acc) if need_w else None
         total = torch.zeros((), dtype=acc, device=hidden.device)
         for start in range(0, n, chunk):
             h = hidden[start : start + chunk]  # (c, D)
@@ -188,7 +189,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         grad_hidden, grad_weight = ctx.saved_tensors
         dh = grad_hidden * grad_out.to(grad_hidden.dtype) if grad_hidden is not None else None
         dw = (grad_weight * grad_out).to(ctx.weight_dtype) if grad_weight is not None else None
-        return dh, dw, None, None, None
+        return dh, dw, None, None, None, None
 
 
 def linear_cross_entropy(
@@ -245,8 +246,10 @@ def linear_cross_entropy(
     if torch.is_autocast_enabled(hidden.device.type):
         dtype = torch.get_autocast_dtype(hidden.device.type)
         hidden, weight = hidden.to(dtype), weight.to(dtype)
+    want_grad = torch.is_grad_enabled()  # no gradient work under no_grad / inference_mode
     with torch.autocast(hidden.device.type, enabled=False):
-        loss = _LinearCrossEntropy.apply(hidden, weight, targets, float(label_smoothing), chunk)
+        loss = _LinearCrossEntropy.apply(hidden, weight, targets, float(label_smoothing), chunk,
+                                         want_grad)
     return loss, int(targets.shape[0])
 
 
