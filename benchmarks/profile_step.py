@@ -80,8 +80,9 @@ def main() -> None:
             train_step(b)
     seconds = time.perf_counter() - start
     loss_kind = "logits + masked_cross_entropy" if args.logits_loss else "fused objective"
-    print(f"# training ({loss_kind}): {args.size} size, {args.threads} threads, {args.steps} steps, "
-          f"{tokens} target tokens, {tokens / seconds:.0f} target tokens/s under the profiler")
+    print(f"# training ({loss_kind}): {args.size} size, {args.threads} threads, "
+          f"{args.steps} steps, {tokens} target tokens, {tokens / seconds:.0f} target "
+          "tokens/s under the profiler")
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows))
 
     model.eval()
