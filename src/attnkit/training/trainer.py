@@ -187,13 +187,14 @@ class Trainer:
                 "metrics": metrics or {}, "train_config": to_dict(self.config),
                 "run": self.run_config}
 
-    def save(self, metrics: dict[str, float] | None = None) -> None:
-        """Write the last checkpoint (and a best one when ``metrics`` qualifies); rank 0 only."""
+    def save(self, metrics: dict[str, float] | None = None, rank_best: bool = True) -> None:
+        """Write the last checkpoint (and a best one when ``metrics`` qualifies and
+        ``rank_best``); rank 0 only."""
         if self.manager is None or not dist.is_main():
             return
         state, meta = self.state_dict(), self._meta(metrics)
         self.manager.save_last(self.model, state, meta)
-        if metrics is not None and self.task.metric in metrics:
+        if rank_best and metrics is not None and self.task.metric in metrics:
             self.manager.save_if_best(self.model, state, meta, metrics[self.task.metric])
 
     def _log(self, row: dict[str, Any]) -> None:
@@ -301,8 +302,8 @@ class Trainer:
                             raise KeyboardInterrupt
                     else:
                         self.epoch += 1
-                    if self._validated_at == self.step:  # eval_every just did it: save the
-                        self.save(last_metrics)  # new epoch count, skip a second evaluation
+                    if self._validated_at == self.step:  # just validated (eval_every): only
+                        self.save(last_metrics, rank_best=False)  # save the new epoch count
                     else:
                         last_metrics = self.validate()
                     self.elapsed = time.perf_counter() - start
