@@ -188,3 +188,44 @@ def test_bad_input() -> None:
             torch.randn(1, 2, 2),
             mask=torch.ones(1, 1, 2),
         )
+
+
+def test_additive_with_precomputed_keys_is_identical() -> None:
+    """Keys projected once (as the Bahdanau decoder does for all its steps) give exactly the
+    output and weights of projecting them in every call; a wrongly shaped projection is an
+    error."""
+    torch.manual_seed(0)
+    attn = AdditiveAttention(key_size=6, query_size=5, num_hiddens=8).eval()
+    q, k, v = torch.randn(2, 3, 5), torch.randn(2, 4, 6), torch.randn(2, 4, 7)
+    lens = torch.tensor([2, 4])
+    out, w = attn(q, k, v, valid_lens=lens)
+    out2, w2 = attn(q, k, v, valid_lens=lens, projected_keys=attn.project_keys(k))
+    assert torch.equal(out, out2) and torch.equal(w, w2)
+    with pytest.raises(ValueError, match="projected_keys"):
+        attn(q, k, v, projected_keys=torch.randn(2, 4, 5))
+
+
+def test_bahdanau_step_by_step_equals_teacher_forcing() -> None:
+    """Incremental decoding with the cache (projected keys stored once, reordered with the
+    beam) gives the teacher-forced logits."""
+    from attnkit.config import BahdanauConfig
+    from attnkit.models.bahdanau import BahdanauSeq2Seq
+
+    torch.manual_seed(0)
+    model = BahdanauSeq2Seq(BahdanauConfig(src_vocab_size=50, tgt_vocab_size=50, embed_size=16,
+                                           num_hiddens=24)).eval()
+    src = torch.randint(4, 50, (3, 7))
+    mask = torch.ones_like(src, dtype=torch.bool)
+    mask[1, 5:] = False
+    tgt = torch.randint(4, 50, (3, 6))
+    with torch.no_grad():
+        full = model(src, tgt, mask)
+        memory, _ = model.encode(src, mask)
+        cache = model.init_cache(memory, mask)
+        steps = [model.decode(tgt[:, i : i + 1], memory, mask, cache=cache)[0] for i in range(3)]
+        order = torch.tensor([2, 0, 1])
+        cache.reorder(order)
+        steps = [s[order] for s in steps]
+        steps += [model.decode(tgt[order, i : i + 1], memory[order], mask[order], cache=cache)[0]
+                  for i in range(3, 6)]
+    torch.testing.assert_close(torch.cat(steps, dim=1), full[order], rtol=1e-5, atol=1e-6)

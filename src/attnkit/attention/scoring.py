@@ -102,6 +102,11 @@ class AdditiveAttention(nn.Module):
         self.w_v = nn.Linear(num_hiddens, 1, bias=False)
         self.dropout = nn.Dropout(dropout)
 
+    def project_keys(self, keys: Tensor) -> Tensor:
+        """``W_k keys``, the query-independent half of the score. Shapes: (B, S, key_size) ->
+        (B, S, num_hiddens)."""
+        return self.W_k(keys)
+
     def forward(
         self,
         queries: Tensor,
@@ -110,6 +115,7 @@ class AdditiveAttention(nn.Module):
         valid_lens: Tensor | None = None,
         mask: Tensor | None = None,
         need_weights: bool = True,
+        projected_keys: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """Attend.
 
@@ -120,6 +126,8 @@ class AdditiveAttention(nn.Module):
             valid_lens: (B,) or (B, L) number of real keys.
             mask: bool broadcastable to (B, L, S), True = may attend.
             need_weights: return the weights (they are always computed here).
+            projected_keys: ``project_keys(keys)`` computed earlier, (B, S, num_hiddens): a
+                decoder that attends to the same keys at every step projects them once.
 
         Returns:
             ``(output (B, L, Dv), weights (B, L, S) or None)``.
@@ -132,7 +140,10 @@ class AdditiveAttention(nn.Module):
                 f"{tuple(keys.shape)}"
             )
         q = self.W_q(queries)  # (B, L, h)
-        k = self.W_k(keys)  # (B, S, h)
+        k = self.project_keys(keys) if projected_keys is None else projected_keys  # (B, S, h)
+        if k.shape != (*keys.shape[:2], self.W_k.out_features):
+            raise ValueError(f"projected_keys must be (B, S, {self.W_k.out_features}) for keys "
+                             f"{tuple(keys.shape)}, got {tuple(k.shape)}")
         features = torch.tanh(q.unsqueeze(2) + k.unsqueeze(1))  # (B, L, S, h)
         scores = self.w_v(features).squeeze(-1)  # (B, L, S)
         weights = masked_softmax(scores, valid_lens=valid_lens, mask=mask)  # (B, L, S)

@@ -27,13 +27,16 @@ __all__ = ["BahdanauSeq2Seq", "GRUCache"]
 
 @dataclass
 class GRUCache:
-    """Decoder GRU state (num_layers, B, H) and the number of target tokens consumed."""
+    """Decoder GRU state (num_layers, B, H), the attention's projected keys ``W_k memory``
+    (B, S, H; computed once per source) and the number of target tokens consumed."""
 
     hidden: Tensor
+    keys: Tensor
     offset: int = 0
 
     def reorder(self, index: Tensor) -> None:
         self.hidden = self.hidden.index_select(1, index)
+        self.keys = self.keys.index_select(0, index)
 
 
 class BahdanauSeq2Seq(nn.Module):
@@ -77,7 +80,8 @@ class BahdanauSeq2Seq(nn.Module):
         return memory, ([] if need_weights else None)
 
     def init_cache(self, memory: Tensor, src_mask: Tensor | None = None) -> GRUCache:
-        """Initial decoder state from the encoder output at each sentence's last real token."""
+        """Initial decoder state from the encoder output at each sentence's last real token,
+        and the attention keys projected once for all decoding steps."""
         b, s, h = memory.shape
         if src_mask is None:
             last = memory[:, -1]  # (B, H)
@@ -86,7 +90,7 @@ class BahdanauSeq2Seq(nn.Module):
             last = memory[torch.arange(b, device=memory.device), idx]  # (B, H)
         state = torch.tanh(self.init_state(last))  # (B, layers * H)
         state = state.view(b, self.config.num_layers, h).transpose(0, 1).contiguous()
-        return GRUCache(hidden=state)  # hidden: (layers, B, H)
+        return GRUCache(hidden=state, keys=self.attention.project_keys(memory))
 
     def decode(
         self,
@@ -114,7 +118,8 @@ class BahdanauSeq2Seq(nn.Module):
         outputs, all_weights = [], []
         for t in range(tgt.shape[1]):
             query = hidden[-1].unsqueeze(1)  # (B, 1, H)
-            context, w = self.attention(query, memory, memory, mask=mask)  # (B, 1, H)
+            context, w = self.attention(query, memory, memory, mask=mask,
+                                        projected_keys=cache.keys)  # (B, 1, H)
             step_in = torch.cat([context, embedded[:, t : t + 1]], dim=-1)  # (B, 1, H + E)
             out, hidden = self.decoder(step_in, hidden)  # (B, 1, H)
             outputs.append(out)
