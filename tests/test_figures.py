@@ -214,7 +214,8 @@ def test_bahdanau_has_cross_attention_only() -> None:
 def test_translation_sample_labels_pieces_and_eos() -> None:
     src_tok = WordTokenizer([*SPECIAL_TOKENS, "le", "chat"])
     tgt_tok = WordTokenizer([*SPECIAL_TOKENS, "the", "cat"])
-    translator = SimpleNamespace(src_tok=src_tok, tgt_tok=tgt_tok)
+    translator = SimpleNamespace(src_tok=src_tok, tgt_tok=tgt_tok,
+                                 encode_sources=lambda ss: [src_tok.encode(x) for x in ss])
     eos = tgt_tok.pieces([EOS_ID])[0]
     cross = torch.softmax(torch.randn(1, 3, 2), -1)  # (H, T, S): 2 tokens + EOS
     result = SimpleNamespace(

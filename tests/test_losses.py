@@ -234,6 +234,8 @@ def test_linear_cross_entropy_without_grad_and_all_pad() -> None:
     ((torch.randn(2, 3, 4), torch.randn(5, 4), torch.zeros(2, 4, dtype=torch.long)), "targets"),
     ((torch.randn(2, 3, 4), torch.randn(5, 3), torch.zeros(2, 3, dtype=torch.long)), "weight"),
     ((torch.randn(2, 3, 4), torch.randn(5, 4), torch.zeros(2, 3)), "integer"),
+    ((torch.randn(2, 3, 4), torch.randn(5, 4), torch.zeros(2, 3, dtype=torch.long), 0, 0.0, 0),
+     "chunk_size"),
 ])
 def test_linear_cross_entropy_bad_arguments(args, match) -> None:
     from attnkit.training.losses import linear_cross_entropy

@@ -292,3 +292,16 @@ def test_course_style_spacing_reads_like_ordinary_text(trained_run: tuple[Path, 
     untidy = Translator(translator.model, translator.src_tok, translator.tgt_tok, raw)
     c, d = untidy.encode_sources([spaced, plain])
     assert c != d and d == b
+
+
+def test_attention_labels_follow_the_tidied_source(trained_run: tuple[Path, object]) -> None:
+    """The heatmap labels come from the same encoding the model saw, also for course-style
+    input whose spacing is tidied."""
+    from attnkit.viz.samples import translation_sample
+
+    run, _ = trained_run
+    translator = Translator.load(run)
+    (result,) = translator.translate(["tuesday 10 march 1987 ."], beam_size=1, need_weights=True)
+    sample = translation_sample(translator, result)
+    plain = translator.encode_sources(["tuesday 10 march 1987."])[0]
+    assert sample.src_tokens[: len(plain)] == translator.src_tok.pieces(plain)

@@ -242,9 +242,9 @@ def linear_cross_entropy(
     if pad_id is not None:
         real = targets != pad_id
         hidden, targets = hidden[real], targets[real]  # (N', D), (N',)
-    chunk = chunk_size or max(64, _CHUNK_ELEMENTS // weight.shape[0])
-    if chunk < 1:
+    if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"linear_cross_entropy: chunk_size must be >= 1, got {chunk_size}")
+    chunk = chunk_size or max(64, _CHUNK_ELEMENTS // weight.shape[0])
     if torch.is_autocast_enabled(hidden.device.type):
         dtype = torch.get_autocast_dtype(hidden.device.type)
         hidden, weight = hidden.to(dtype), weight.to(dtype)

@@ -107,7 +107,7 @@ def translation_sample(
     if not weights:
         raise ValueError("translation has no attention weights; translate with need_weights=True")
     src_tok, tgt_tok = translator.src_tok, translator.tgt_tok
-    src = src_tok.pieces(src_tok.encode(translation.source))
+    src = src_tok.pieces(translator.encode_sources([translation.source])[0])  # as translated
     tgt = tgt_tok.pieces(list(translation.tokens))
     kinds = {k: list(v) for k, v in weights.items() if k in KINDS and v}
     first = {k: _as_array(v[0]) for k, v in kinds.items()}
