@@ -124,3 +124,24 @@ def test_early_stopping_counts_validations_mid_epoch(tmp_path: Path) -> None:
 def test_bad_eval_settings(field: str, value: int) -> None:
     with pytest.raises(ValueError, match=field):
         _config(**{field: value})
+
+
+def test_keep_last_keeps_the_newest_validations_for_averaging(tmp_path: Path) -> None:
+    """train.keep_last=K keeps weights-only recent-<step> folders of the K newest validations;
+    paths('last') lists last, then every other step once, newest first."""
+    from attnkit.training.manager import CheckpointManager
+
+    torch.manual_seed(0)
+    Trainer(nn.Linear(3, 1), Regression(n=4), _config(epochs=2, eval_every=1, keep_last=3,
+                                                      keep_best=1), tmp_path).fit()
+    ckpts = tmp_path / "checkpoints"
+    assert sorted(p.name for p in ckpts.glob("recent-*")) == ["recent-6", "recent-7", "recent-8"]
+    state, meta = load_checkpoint(ckpts / "recent-7", nn.Linear(3, 1))
+    assert state == {} and meta["step"] == 7
+    manager = CheckpointManager(tmp_path, keep_best=1, metric="loss", mode="min", keep_recent=3)
+    listed = manager.paths("last")
+    steps = [read_meta(p)["step"] for p in listed]
+    assert listed[0].name == "last" and steps[:3] == [8, 7, 6]
+    assert len(steps) == len(set(steps))  # recent-8 and best at step 8 are not listed twice
+    with pytest.raises(ValueError, match="keep_last"):
+        _config(keep_last=-1)

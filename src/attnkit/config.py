@@ -165,6 +165,7 @@ class TrainConfig:
     time_budget: float | None = None
     patience: int | None = None
     keep_best: int = 3
+    keep_last: int = 0
     eval_every: int | None = None
     log_every: int = 50
     device: str = "auto"
@@ -180,6 +181,7 @@ class TrainConfig:
         _check(self.clip_norm >= 0, f"TrainConfig.clip_norm must be >= 0, got {self.clip_norm}")
         _check(self.time_budget is None or self.time_budget > 0,
                f"TrainConfig.time_budget must be > 0 seconds, got {self.time_budget}")
+        _check(self.keep_last >= 0, f"TrainConfig.keep_last must be >= 0, got {self.keep_last}")
         _check(self.eval_every is None or self.eval_every >= 1,
                f"TrainConfig.eval_every must be >= 1 steps (or unset), got {self.eval_every}")
         _check(self.patience is None or self.patience >= 1,

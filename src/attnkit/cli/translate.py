@@ -59,7 +59,8 @@ def register(sub: Any) -> None:
     which.add_argument("--best", type=int, metavar="N",
                        help="the N best checkpoints (default: all kept best ones)")
     which.add_argument("--last", type=int, metavar="N",
-                       help="the N most recent kept checkpoints (last, then best-* by step)")
+                       help="the N most recent kept checkpoints: last, then recent-* (kept "
+                       "with --set train.keep_last=K) and best-* by step")
     p.add_argument("--name", default="averaged",
                    help="checkpoint name, written to RUN/checkpoints/NAME (default: averaged)")
     p.set_defaults(func=cmd_average)

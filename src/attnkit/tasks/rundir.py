@@ -42,7 +42,7 @@ __all__ = [
 RUN_FORMAT = 1
 #: Train settings a ``--resume`` may change; the others would silently change the run.
 RESUMABLE_TRAIN_FIELDS = ("epochs", "time_budget", "patience", "log_every", "keep_best", "device",
-                          "eval_every")
+                          "eval_every", "keep_last")
 
 log = logging.getLogger(__name__)
 

@@ -152,7 +152,7 @@ def average_run_checkpoints(run_dir: str | Path, kind: str = "best", n: int | No
     Args:
         run_dir: a translation run folder.
         kind: ``"best"`` (by validation BLEU) or ``"last"`` (the most recent: ``last``, then
-            the best-* ones by step).
+            the ``recent-*`` (``train.keep_last``) and best-* ones by step).
         n: how many (default: every kept checkpoint of that kind).
         name: the new checkpoint's folder name under ``checkpoints/`` (not ``last``/``best-*``).
 
@@ -167,13 +167,14 @@ def average_run_checkpoints(run_dir: str | Path, kind: str = "best", n: int | No
     if n is not None and n < 1:
         raise ConfigError(f"the number of checkpoints to average must be >= 1, got {n}")
     cfg = load_run_config(run_dir)
-    paths = CheckpointManager(run_dir, keep_best=cfg.train.keep_best).paths(kind)
+    paths = CheckpointManager(run_dir, keep_best=cfg.train.keep_best,
+                              keep_recent=cfg.train.keep_last).paths(kind)
     if not paths:
         raise ConfigError(f"{run_dir}: no checkpoints to average; train first")
     if n is not None and n > len(paths):
         raise ConfigError(f"{run_dir} keeps {len(paths)} {kind} checkpoint(s), fewer than the "
-                          f"{n} asked for; ask for at most {len(paths)} (train.keep_best sets "
-                          "how many best ones a run keeps)")
+                          f"{n} asked for; ask for at most {len(paths)} (train.keep_best and "
+                          "train.keep_last set how many best and recent ones a run keeps)")
     chosen = paths if n is None else paths[:n]
     model = build_seq2seq(cfg.model_type, cfg.model)
     out = save_averaged(chosen, run_dir / "checkpoints" / name, model)

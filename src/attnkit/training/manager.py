@@ -37,6 +37,7 @@ __all__ = ["CheckpointManager", "average_checkpoints", "save_averaged"]
 log = logging.getLogger(__name__)
 
 _BEST = re.compile(r"best-\d+(\.tmp|\.old)?")
+_RECENT = re.compile(r"recent-(\d+)")
 
 
 class CheckpointManager:
@@ -54,10 +55,14 @@ class CheckpointManager:
     """
 
     def __init__(
-        self, run_dir: str | Path, keep_best: int = 3, metric: str = "bleu", mode: str = "max"
+        self, run_dir: str | Path, keep_best: int = 3, metric: str = "bleu", mode: str = "max",
+        keep_recent: int = 0,
     ) -> None:
         if keep_best < 1:
             raise ValueError(f"CheckpointManager: keep_best must be >= 1, got {keep_best}")
+        if keep_recent < 0:
+            raise ValueError(f"CheckpointManager: keep_recent must be >= 0, got {keep_recent}")
+        self.keep_recent = keep_recent
         if mode not in ("max", "min"):
             raise ValueError(f"CheckpointManager: mode must be 'max' or 'min', got {mode!r}")
         self.dir = Path(run_dir) / "checkpoints"
@@ -89,6 +94,28 @@ class CheckpointManager:
     def save_last(self, model: nn.Module, state: dict[str, Any], meta: dict[str, Any]) -> Path:
         """Overwrite ``checkpoints/last`` atomically."""
         return save_checkpoint(self.dir / "last", model, state, meta)
+
+    def save_recent(self, model: nn.Module, meta: dict[str, Any]) -> Path | None:
+        """Keep the weights of this validation as ``recent-<step>`` (no optimizer state: for
+        averaging, not resuming) and delete all but the ``keep_recent`` newest. None when
+        ``keep_recent`` is 0."""
+        if self.keep_recent == 0:
+            return None
+        step = meta.get("step")
+        if not isinstance(step, int):
+            raise ValueError("save_recent: meta must hold an integer 'step'")
+        path = save_checkpoint(self.dir / f"recent-{step}", model, {}, meta)
+        for old in self._recent()[self.keep_recent :]:
+            shutil.rmtree(old)
+        return path
+
+    def _recent(self) -> list[Path]:
+        """The ``recent-<step>`` folders, newest first."""
+        if not self.dir.is_dir():
+            return []
+        found = [(int(m.group(1)), c) for c in self.dir.iterdir()
+                 if (m := _RECENT.fullmatch(c.name)) and c.is_dir()]
+        return [c for _, c in sorted(found, key=lambda sc: -sc[0])]
 
     def save_if_best(
         self, model: nn.Module, state: dict[str, Any], meta: dict[str, Any], score: float
@@ -139,9 +166,10 @@ class CheckpointManager:
     def paths(self, kind: str = "best", n: int | None = None) -> list[Path]:
         """Up to ``n`` checkpoint directories (all when None).
 
-        ``"best"``: best first. ``"last"``: the most recent first -- ``last`` then the best-*
-        ones by step, skipping a best-* saved at the same step as ``last`` (same weights), e.g.
-        for :func:`average_checkpoints`.
+        ``"best"``: best first. ``"last"``: the most recent first -- ``last``, then the
+        ``recent-*`` (``train.keep_last``) and best-* ones by step, each step once (a checkpoint
+        saved at the step of one already listed has the same weights), e.g. for
+        :func:`average_checkpoints`.
         """
         if kind not in ("best", "last"):
             raise ValueError(f"paths: kind must be 'best' or 'last', got {kind!r}")
@@ -150,15 +178,16 @@ class CheckpointManager:
             found = [self.dir / e["name"] for e in self._rank(entries)]
         else:
             last = _resolve(self.dir / "last")
-            found, last_step = [], None
+            found, steps = [], set()
             if _is_complete(last):
                 found.append(last)
-                last_step = read_meta(last).get("step")
-            found += [
-                self.dir / e["name"]
-                for e in sorted(entries, key=lambda e: -e["step"])
-                if e["step"] != last_step
-            ]
+                steps.add(read_meta(last).get("step"))
+            by_step = [(int(p.name.split("-")[1]), p) for p in self._recent()]
+            by_step += [(e["step"], self.dir / e["name"]) for e in entries]
+            for step, path in sorted(by_step, key=lambda sp: -sp[0]):
+                if step not in steps:
+                    found.append(path)
+                    steps.add(step)
         found = [_resolve(p) for p in found]
         found = [p for p in found if _is_complete(p)]
         return found if n is None else found[:n]

@@ -142,7 +142,8 @@ class Trainer:
         self.run_config = run_config or {}
         self.progress = progress and dist.is_main()
         self.manager = (CheckpointManager(self.run_dir, keep_best=config.keep_best,
-                                          metric=task.metric, mode=task.mode)
+                                          metric=task.metric, mode=task.mode,
+                                          keep_recent=config.keep_last)
                         if self.run_dir is not None else None)
         self.step = 0
         self.epoch = 0
@@ -188,14 +189,16 @@ class Trainer:
                 "run": self.run_config}
 
     def save(self, metrics: dict[str, float] | None = None, rank_best: bool = True) -> None:
-        """Write the last checkpoint (and a best one when ``metrics`` qualifies and
-        ``rank_best``); rank 0 only."""
+        """Write the last checkpoint; after a validation (``metrics``, ``rank_best``) also a
+        best one when it qualifies and a ``recent-<step>`` one (``keep_last``); rank 0 only."""
         if self.manager is None or not dist.is_main():
             return
         state, meta = self.state_dict(), self._meta(metrics)
         self.manager.save_last(self.model, state, meta)
-        if rank_best and metrics is not None and self.task.metric in metrics:
-            self.manager.save_if_best(self.model, state, meta, metrics[self.task.metric])
+        if rank_best and metrics is not None:
+            self.manager.save_recent(self.model, meta)
+            if self.task.metric in metrics:
+                self.manager.save_if_best(self.model, state, meta, metrics[self.task.metric])
 
     def _log(self, row: dict[str, Any]) -> None:
         self.history.append(row)
