@@ -154,14 +154,15 @@ def average_run_checkpoints(run_dir: str | Path, kind: str = "best", n: int | No
         kind: ``"best"`` (by validation BLEU) or ``"last"`` (the most recent: ``last``, then
             the ``recent-*`` (``train.keep_last``) and best-* ones by step).
         n: how many (default: every kept checkpoint of that kind).
-        name: the new checkpoint's folder name under ``checkpoints/`` (not ``last``/``best-*``).
+        name: the new checkpoint's folder name under ``checkpoints/`` (not ``last``, ``best-*``
+            or ``recent-*``).
 
     Returns:
         The new checkpoint's path and the checkpoints averaged.
     """
     run_dir = Path(run_dir)
-    if name in ("last", "best") or name.startswith(("best-", "last.")) or "/" in name or \
-            name in ("", ".", ".."):
+    if name in ("last", "best") or name.startswith(("best-", "last.", "recent-")) or \
+            "/" in name or name in ("", ".", ".."):
         raise ConfigError(f"--name {name!r} would clash with the run's own checkpoints; "
                           "choose another name, e.g. averaged")
     if n is not None and n < 1:

@@ -41,7 +41,8 @@ _RECENT = re.compile(r"recent-(\d+)")
 
 
 class CheckpointManager:
-    """``run_dir/checkpoints/``: ``last/``, the best N as ``best-<step>/``, and ``best.json``.
+    """``run_dir/checkpoints/``: ``last/``, the best N as ``best-<step>/``, ``best.json``, and
+    (``keep_recent`` > 0) the weights of the newest validations as ``recent-<step>/``.
 
     ``best.json`` (written atomically) lists the kept best checkpoints, best first, with their
     scores; a best checkpoint is saved before the index names it and deleted only after the
@@ -52,6 +53,7 @@ class CheckpointManager:
         keep_best: N, how many best checkpoints to keep.
         metric: the name of the score (stored in the index and in each best meta.json).
         mode: ``"max"`` (higher is better, BLEU) or ``"min"`` (loss).
+        keep_recent: how many ``recent-<step>`` weight snapshots to keep (0: none).
     """
 
     def __init__(
