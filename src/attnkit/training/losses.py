@@ -159,6 +159,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
         grad_hidden = torch.empty_like(hidden) if need_h else None
         grad_weight = torch.zeros_like(weight, dtype=acc) if need_w else None
         total = torch.zeros((), dtype=acc, device=hidden.device)
+        weight_h = weight.to(hidden.dtype)  # (V, D), cast once for every chunk's grad @ W
         for start in range(0, n, chunk):
             h = hidden[start : start + chunk]  # (c, D)
             t = targets[start : start + chunk]  # (c,)
@@ -179,7 +180,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
             grad[torch.arange(t.shape[0], device=t.device), t] -= 1.0 - eps
             grad = grad.to(hidden.dtype)
             if grad_hidden is not None:
-                torch.mm(grad, weight.to(hidden.dtype), out=grad_hidden[start : start + chunk])
+                torch.mm(grad, weight_h, out=grad_hidden[start : start + chunk])
             if grad_weight is not None:
                 grad_weight.addmm_(grad.t().to(acc), h.to(acc))  # (V, D)
         ctx.save_for_backward(grad_hidden, grad_weight)
