@@ -26,6 +26,7 @@ from attnkit.data.text import BOS_ID, PAD_ID
 from attnkit.models.transformer import Transformer
 from attnkit.training.allocator import tune_glibc_malloc
 from attnkit.training.losses import Seq2SeqObjective, masked_cross_entropy
+from attnkit.training.optimizers import adamw
 
 SIZES = {
     "full": dict(model=dict(d_model=256, num_heads=4, ffn_hidden=1024, num_encoder_layers=3,
@@ -54,7 +55,7 @@ def main() -> None:
                             **size["model"])
     torch.manual_seed(0)
     model = Transformer(cfg).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    opt = adamw(model.parameters(), "cpu", lr=1e-4)
 
     objective = Seq2SeqObjective(model, pad_id=PAD_ID, label_smoothing=0.1)
 

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from attnkit.bench.timing import alternate, median
 from attnkit.config import ViTConfig
 from attnkit.models.vit import VisionTransformer
+from attnkit.training.optimizers import adamw
 
 # name: (model sizes, batch size, batches per timed pass on CPU)
 SIZES = {
@@ -94,7 +95,7 @@ def bench_training(size: str, device: str, batches: int | None, repeats: int) ->
     opts = {}
     for name, model in models.items():
         model.to(device).train()
-        opts[name] = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.05)
+        opts[name] = adamw(model.parameters(), device, lr=1e-3, weight_decay=0.05)
 
     def epoch(name: str) -> None:
         model, opt = models[name], opts[name]

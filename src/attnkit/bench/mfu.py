@@ -23,6 +23,7 @@ from attnkit.bench.timing import alternate, median, sync
 from attnkit.config import TransformerConfig
 from attnkit.models.transformer import Transformer
 from attnkit.training.losses import Seq2SeqObjective
+from attnkit.training.optimizers import adamw
 
 __all__ = ["count_flops", "matmul_ceiling", "measure_training_mfu"]
 
@@ -134,7 +135,7 @@ def measure_training_mfu(d_model: int = 512, num_heads: int = 8, ffn_hidden: int
 
     def make_step(model: torch.nn.Module) -> Callable[[], None]:
         model.to(device).train()
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=cuda or None)
+        opt = adamw(model.parameters(), device, lr=1e-4)
 
         def step() -> None:
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):

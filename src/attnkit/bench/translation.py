@@ -27,6 +27,7 @@ from attnkit.layers.positional import sinusoidal_table
 from attnkit.models.transformer import Transformer
 from attnkit.training.allocator import tune_glibc_malloc
 from attnkit.training.losses import Seq2SeqObjective
+from attnkit.training.optimizers import adamw
 
 __all__ = ["BenchData", "TorchTransformerSeq2Seq", "bench_beam", "bench_data_pipeline",
            "bench_decoding", "bench_training", "bench_training_memory", "load_bench_batches"]
@@ -130,7 +131,7 @@ def bench_training(config: TransformerConfig, data: BenchData, device: str = "cp
     torch.manual_seed(0)
     ours = _attnkit_model(config).to(device).train()
     ref = TorchTransformerSeq2Seq(config).to(device).train()
-    opts = {name: torch.optim.AdamW(m.parameters(), lr=1e-4) for name, m in
+    opts = {name: adamw(m.parameters(), device, lr=1e-4) for name, m in
             (("attnkit", ours), ("nn.Transformer", ref))}
     batches = [b.to(device) for b in data.batches]
     tokens = sum(int(b.tgt_lens.sum()) for b in batches)
@@ -200,7 +201,7 @@ def bench_data_pipeline(config: TransformerConfig, data: BenchData, device: str 
     tune_glibc_malloc()
     torch.manual_seed(0)
     model = _attnkit_model(config).to(device).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    opt = adamw(model.parameters(), device, lr=1e-4)
     in_memory = [b.to(device) for b in data.batches]
     tokens = sum(int(b.tgt_lens.sum()) for b in in_memory)
     sampler = TokenBucketSampler(example_lengths(data.examples), data.max_tokens, shuffle=True,
@@ -247,7 +248,7 @@ def bench_training_memory(config: TransformerConfig, data: BenchData,
     for name, build in (("attnkit", _attnkit_model), ("nn.Transformer", TorchTransformerSeq2Seq)):
         model = build(config).to(device).train()
         if torch.device(device).type == "cuda":
-            opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+            opt = adamw(model.parameters(), device, lr=1e-4)
             _train_step(model, opt, batch)  # optimizer state exists from here on
             torch.cuda.synchronize()
             base = torch.cuda.memory_allocated()

@@ -37,6 +37,7 @@ from attnkit.training import distributed as dist
 from attnkit.training.allocator import tune_glibc_malloc
 from attnkit.training.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state
 from attnkit.training.manager import CheckpointManager
+from attnkit.training.optimizers import adamw
 from attnkit.training.schedules import make_scheduler
 
 __all__ = ["Task", "Trainer", "TrainingError", "TrainResult", "resolve_device"]
@@ -129,10 +130,8 @@ class Trainer:
         self.train_model: nn.Module = dist.wrap_model(differentiated, self.device)
         if config.compile:
             self.train_model = torch.compile(self.train_model)  # type: ignore[assignment]
-        self.optimizer = torch.optim.AdamW(
-            _param_groups(self.model, config.weight_decay), lr=config.lr, betas=config.betas,
-            fused=self.device.type == "cuda" or None,
-        )
+        self.optimizer = adamw(_param_groups(self.model, config.weight_decay), self.device,
+                               lr=config.lr, betas=config.betas)
         total = max(1, config.epochs * max(1, task.batches_per_epoch()) // config.accum_steps)
         self.scheduler = make_scheduler(self.optimizer, config.schedule,
                                         warmup_steps=config.warmup_steps, total_steps=total)
