@@ -110,7 +110,7 @@ def _step_loss(model: nn.Module, batch: Any) -> Tensor:
     """The mean token loss as attnkit's trainer computes it (:class:`Seq2SeqObjective`: fused
     output projection + loss) or, for the reference, as a tutorial does (logits, then
     ``F.cross_entropy``); the same label-smoothed objective either way."""
-    if isinstance(model, Seq2SeqObjective):
+    if isinstance(getattr(model, "_orig_mod", model), Seq2SeqObjective):  # also when compiled
         loss_sum, count = model(batch.src, batch.tgt_in, batch.src_mask, batch.tgt_out)
         return loss_sum / max(count, 1)
     logits = model(batch.src, batch.tgt_in, batch.src_mask)  # (B, L, V)

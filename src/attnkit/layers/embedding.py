@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -37,8 +38,10 @@ class TokenEmbedding(nn.Module):
     def forward(self, ids: Tensor) -> Tensor:
         """Shapes: (B, L) long -> (B, L, D)."""
         vocab = self.embedding.num_embeddings
-        # Checked on the CPU only: on CUDA the check would synchronise every decoding step.
-        if not ids.is_cuda and ids.numel() and (int(ids.min()) < 0 or int(ids.max()) >= vocab):
+        # Checked on the CPU only (on CUDA it would synchronise every decoding step) and not
+        # while torch.compile traces (reading the range back would break the graph).
+        checked = not ids.is_cuda and not torch.compiler.is_compiling() and ids.numel()
+        if checked and (int(ids.min()) < 0 or int(ids.max()) >= vocab):
             raise ValueError(
                 f"token ids must lie in [0, {vocab}), got range [{int(ids.min())}, "
                 f"{int(ids.max())}]; was the input encoded with this model's tokenizer?"
