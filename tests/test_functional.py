@@ -6,10 +6,12 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from torch import nn
 
-from attnkit.attention.functional import attention, masked_softmax
+from attnkit.attention.functional import attention, masked_softmax, uses_math_path
 
 SETTINGS = settings(max_examples=30, deadline=None)
 TOL = {torch.float32: 2e-5, torch.float64: 1e-10}
@@ -248,7 +250,7 @@ def test_attention_paths_agree_with_naive(
         bias = torch.randn(scores_shape, generator=g, dtype=dtype)
     scale = 0.3 if use_scale else None
 
-    def run(need_weights: bool):
+    def run(need_weights: bool, kernel: str = "auto"):
         leaves = [t.clone().requires_grad_() for t in (q, k, v)]
         b = None if bias is None else bias.clone().requires_grad_()
         out, w = attention(
@@ -259,27 +261,72 @@ def test_attention_paths_agree_with_naive(
             is_causal=is_causal,
             scale=scale,
             need_weights=need_weights,
+            kernel=kernel,
         )
         out.backward(torch.ones_like(out))
         grads = [t.grad for t in leaves] + ([] if b is None else [b.grad])
         return out, w, grads
 
-    fused, none_w, fused_grads = run(need_weights=False)
+    fused, none_w, fused_grads = run(need_weights=False, kernel="sdpa")
     math_out, weights, math_grads = run(need_weights=True)
+    auto_out, auto_w, auto_grads = run(need_weights=False)  # math if k_len <= dk, else SDPA
     expected, expected_w = naive_attention(q, k, v, keep, bias, scale)
 
-    assert none_w is None and weights.shape == scores_shape
+    assert none_w is None and auto_w is None and weights.shape == scores_shape
     for t in (fused, math_out, weights, *fused_grads, *math_grads):
         assert torch.isfinite(t).all(), "no NaN/inf in outputs, weights or gradients"
     tol = TOL[dtype] * 10
-    torch.testing.assert_close(fused.double(), expected, atol=tol, rtol=0)
-    torch.testing.assert_close(math_out.double(), expected, atol=tol, rtol=0)
+    for out in (fused, math_out, auto_out):
+        torch.testing.assert_close(out.double(), expected, atol=tol, rtol=0)
     torch.testing.assert_close(weights.double(), expected_w, atol=tol, rtol=0)
-    for a, b in zip(fused_grads, math_grads, strict=True):
+    for a, b, c in zip(fused_grads, math_grads, auto_grads, strict=True):
         torch.testing.assert_close(a, b, atol=tol * 10, rtol=1e-4)
+        torch.testing.assert_close(c, b, atol=tol * 10, rtol=1e-4)
     assert (weights[~keep] == 0).all()
     empty = ~keep.any(-1)  # fully masked query rows
     assert (fused[empty] == 0).all() and (math_out[empty] == 0).all()
+    assert (auto_out[empty] == 0).all()
+
+
+def test_kernel_choice_short_keys_on_cpu_take_the_math_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    calls = []
+    sdpa = F.scaled_dot_product_attention
+
+    def counting(*args, **kwargs):
+        calls.append(args[0].shape)
+        return sdpa(*args, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", counting)
+    q = torch.randn(2, 3, 5, 8)
+    short, long = torch.randn(2, 3, 8, 8), torch.randn(2, 3, 9, 8)  # S = Dk and S = Dk + 1
+    attention(q, short, short)
+    assert calls == []  # S <= Dk on the CPU: math path
+    attention(q, long, long)
+    assert len(calls) == 1  # S > Dk: SDPA
+    attention(q, short, short, kernel="sdpa")
+    attention(q, long, long, kernel="math")
+    assert len(calls) == 2
+    assert uses_math_path(q, short) and not uses_math_path(q, long)
+    assert uses_math_path(q, long, need_weights=True) and uses_math_path(q, long, kernel="math")
+    assert not uses_math_path(q.to("meta"), short.to("meta"))  # other devices: SDPA
+    with pytest.raises(ValueError, match="kernel must be one of"):
+        attention(q, short, short, kernel="flash")
+    with pytest.raises(ValueError, match="need_weights=True needs the math path"):
+        attention(q, short, short, need_weights=True, kernel="sdpa")
+
+
+def test_math_path_keeps_no_more_than_sdpa_plus_the_weights() -> None:
+    from attnkit.bench.attention import saved_bytes
+
+    b, h, length, dk = 4, 2, 16, 16
+    q, k, v = (torch.randn(b, h, length, dk, requires_grad=True) for _ in range(3))
+    lens = torch.tensor([16, 9, 4, 1])
+    nbytes = {kernel: saved_bytes(nn.Identity(), lambda kernel=kernel: attention(
+        q, k, v, valid_lens=lens, kernel=kernel)[0]) for kernel in ("sdpa", "math")}
+    weights_bytes = b * h * length * length * 4
+    assert nbytes["math"] <= nbytes["sdpa"] + weights_bytes
 
 
 def test_attention_causal_bottom_right_when_fewer_queries() -> None:

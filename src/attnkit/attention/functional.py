@@ -2,7 +2,12 @@
 
 Both paths compute ``softmax(Q K^T * scale + bias, masked) V`` and must agree (tested). The fused
 path calls :func:`torch.nn.functional.scaled_dot_product_attention` and never materialises the
-(L, S) weight matrix; the math path does, and is used only when the weights are requested.
+(L, S) weight matrix; the math path does. The math path runs when the weights are requested, and
+(``kernel="auto"``, the default) on the CPU when there are no more keys than features per head
+(S <= Dk): there PyTorch's CPU flash kernel spends most of its time on per-(batch, head) overhead,
+and the math path is 1.2-5x faster forward + backward (measured, benchmarks/PROFILE.md) while the
+one (L, S) tensor it keeps is no larger than the queries. Longer keys, and every CUDA call, take
+SDPA's fused kernels.
 
 Where attnkit deliberately differs from the course's code: a query row whose keys are *all* masked
 gets zero weights (and a zero output), not the uniform weights the course's ``-1e6`` fill gives,
@@ -19,7 +24,9 @@ from torch import Tensor
 
 from attnkit.attention.masks import padding_mask
 
-__all__ = ["masked_softmax", "attention", "broadcast_valid_lens"]
+__all__ = ["KERNELS", "masked_softmax", "attention", "broadcast_valid_lens", "uses_math_path"]
+
+KERNELS = ("auto", "sdpa", "math")
 
 
 def broadcast_valid_lens(valid_lens: Tensor, scores_shape: torch.Size) -> Tensor:
@@ -85,7 +92,33 @@ def masked_softmax(
     if mask is None:
         return torch.softmax(scores, dim=-1)
     filled = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-    return torch.softmax(filled, dim=-1) * mask  # zero for masked keys and empty rows
+    weights = torch.softmax(filled, dim=-1)  # masked keys: exp(min - max) == 0 exactly
+    # Rows without any key would come out uniform: multiply by the mask to zero them. On the CPU,
+    # skip that (an op, and one more saved (Q, K) tensor) when every row has a key; on a GPU,
+    # checking would synchronise.
+    if scores.device.type == "cpu" and bool(mask.any(dim=-1).all()):
+        return weights
+    return weights * mask  # zero for masked keys and empty rows
+
+
+def uses_math_path(queries: Tensor, keys: Tensor, need_weights: bool = False,
+                   kernel: str = "auto") -> bool:
+    """Whether :func:`attention` takes the math path for these inputs (else SDPA).
+
+    Args:
+        queries: (B, ..., L, Dk). keys: (B, ..., S, Dk).
+        need_weights: the weights are wanted (only the math path has them).
+        kernel: ``auto`` (math on the CPU when S <= Dk, else SDPA), ``sdpa`` or ``math``.
+    """
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
+    if need_weights:
+        if kernel == "sdpa":
+            raise ValueError("need_weights=True needs the math path; use kernel='auto' or 'math'")
+        return True
+    if kernel != "auto":
+        return kernel == "math"
+    return queries.device.type == "cpu" and keys.shape[-2] <= queries.shape[-1]
 
 
 def attention(
@@ -99,6 +132,7 @@ def attention(
     dropout_p: float = 0.0,
     scale: float | None = None,
     need_weights: bool = False,
+    kernel: str = "auto",
 ) -> tuple[Tensor, Tensor | None]:
     """Scaled dot-product attention with one mask convention and safe empty rows.
 
@@ -112,8 +146,10 @@ def attention(
         is_causal: add a bottom-right-aligned future mask.
         dropout_p: dropout on the weights (pass 0.0 in eval mode).
         scale: score scale, default ``1 / sqrt(Dk)``.
-        need_weights: compute and return the (B, ..., L, S) weights (math path); otherwise the fused
-            SDPA kernel is used and the weights are not materialised.
+        need_weights: compute and return the (B, ..., L, S) weights (math path).
+        kernel: which path computes the output when the weights are not needed: ``auto``
+            (default: the math path on the CPU for S <= Dk, the fused SDPA kernel otherwise),
+            ``sdpa`` or ``math`` (see :func:`uses_math_path`).
 
     Returns:
         ``(output (B, ..., L, Dv), weights (B, ..., L, S) or None)``. Returned weights are taken
@@ -129,24 +165,26 @@ def attention(
             f"keys and values need the same length, got {tuple(keys.shape)} and "
             f"{tuple(values.shape)}"
         )
+    math_path = uses_math_path(queries, keys, need_weights, kernel)
     query_len, key_len = queries.shape[-2], keys.shape[-2]
     scale = 1.0 / math.sqrt(queries.shape[-1]) if scale is None else scale
     scores_shape = torch.Size((*queries.shape[:-1], key_len))
     mask = _combine(mask, valid_lens, scores_shape, queries.device)
-    if is_causal and (mask is not None or need_weights or query_len != key_len
+    if is_causal and (mask is not None or math_path or query_len != key_len
                       or attn_bias is not None):
         future = torch.ones(query_len, key_len, dtype=torch.bool, device=queries.device)
         future = future.tril(diagonal=key_len - query_len)  # (L, S)
         mask = future if mask is None else mask & future
         is_causal = False
 
-    if need_weights:
+    if math_path:
         scores = torch.matmul(queries, keys.transpose(-2, -1)) * scale  # (B, .., L, S)
         if attn_bias is not None:
             scores = scores + attn_bias
         weights = masked_softmax(scores, mask=mask)
         dropped = F.dropout(weights, p=dropout_p) if dropout_p > 0 else weights
-        return torch.matmul(dropped, values), weights  # (B, .., L, Dv)
+        out = torch.matmul(dropped, values)  # (B, .., L, Dv)
+        return out, (weights if need_weights else None)
 
     row_has_key = None
     sdpa_mask: Tensor | None = mask
