@@ -73,8 +73,8 @@ class Sizes:
 
 SIZES: dict[str, Sizes] = {
     "full": Sizes(
-        attn_shapes=((32, 64, 256), (32, 256, 256), (8, 1024, 256)), attn_reps=5,
-        attn_min_s=0.05, attn_mem_lens=(64, 256, 1024),
+        attn_shapes=((32, 64, 256), (32, 256, 256), (8, 1024, 256)), attn_reps=7,
+        attn_min_s=0.15, attn_mem_lens=(64, 256, 1024),
         model=dict(d_model=256, num_heads=4, ffn_hidden=1024, num_encoder_layers=3,
                    num_decoder_layers=3),
         max_tokens=4096, num_batches=8, vocab_size=8000, num_pairs=20000, repeats=3,
