@@ -403,3 +403,11 @@ def test_masked_softmax_rejects_bad_input() -> None:
         masked_softmax(x, torch.tensor([0, 5]))
     with pytest.raises(ValueError, match="valid_lens has batch size 1"):
         masked_softmax(x, torch.tensor([1]))
+
+
+def test_masked_softmax_compiles_as_one_graph() -> None:
+    scores = torch.randn(2, 3, 4)
+    mask = torch.tensor([[True, True, False, False], [False] * 4, [True] * 4])  # one empty row
+    compiled = torch.compile(masked_softmax, backend="eager", fullgraph=True)
+    torch.testing.assert_close(compiled(scores, mask=mask), masked_softmax(scores, mask=mask))
+    assert (compiled(scores, mask=mask)[:, 1] == 0).all()

@@ -94,9 +94,10 @@ def masked_softmax(
     filled = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
     weights = torch.softmax(filled, dim=-1)  # masked keys: exp(min - max) == 0 exactly
     # Rows without any key would come out uniform: multiply by the mask to zero them. On the CPU,
-    # skip that (an op, and one more saved (Q, K) tensor) when every row has a key; on a GPU,
-    # checking would synchronise.
-    if scores.device.type == "cpu" and bool(mask.any(dim=-1).all()):
+    # skip that (an op, and one more saved (Q, K) tensor) when every row has a key; on a GPU the
+    # check would synchronise, and under torch.compile it would break the graph.
+    eager_cpu = scores.device.type == "cpu" and not torch.compiler.is_compiling()
+    if eager_cpu and bool(mask.any(dim=-1).all()):
         return weights
     return weights * mask  # zero for masked keys and empty rows
 
