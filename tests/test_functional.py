@@ -311,6 +311,7 @@ def test_kernel_choice_short_keys_on_cpu_take_the_math_path(
     assert uses_math_path(q, short) and not uses_math_path(q, long)
     assert uses_math_path(q, long, need_weights=True) and uses_math_path(q, long, kernel="math")
     assert not uses_math_path(q.to("meta"), short.to("meta"))  # other devices: SDPA
+    assert not uses_math_path(q[..., :1, :], short)  # one query (cached decoding): SDPA
     with pytest.raises(ValueError, match="kernel must be one of"):
         attention(q, short, short, kernel="flash")
     with pytest.raises(ValueError, match="need_weights=True needs the math path"):

@@ -4,10 +4,10 @@ Both paths compute ``softmax(Q K^T * scale + bias, masked) V`` and must agree (t
 path calls :func:`torch.nn.functional.scaled_dot_product_attention` and never materialises the
 (L, S) weight matrix; the math path does. The math path runs when the weights are requested, and
 (``kernel="auto"``, the default) on the CPU when there are no more keys than features per head
-(S <= Dk): there PyTorch's CPU flash kernel spends most of its time on per-(batch, head) overhead,
-and the math path is 1.2-5x faster forward + backward (measured, benchmarks/PROFILE.md) while the
-one (L, S) tensor it keeps is no larger than the queries. Longer keys, and every CUDA call, take
-SDPA's fused kernels.
+(S <= Dk) and more than one query: there PyTorch's CPU flash kernel spends most of its time on
+per-(batch, head) overhead, and the math path is 1.2-5x faster forward + backward (measured,
+benchmarks/PROFILE.md) while the one (L, S) tensor it keeps is no larger than the queries.
+Longer keys, single-query decoding steps and every CUDA call take SDPA's fused kernels.
 
 Where attnkit deliberately differs from the course's code: a query row whose keys are *all* masked
 gets zero weights (and a zero output), not the uniform weights the course's ``-1e6`` fill gives,
@@ -109,7 +109,8 @@ def uses_math_path(queries: Tensor, keys: Tensor, need_weights: bool = False,
     Args:
         queries: (B, ..., L, Dk). keys: (B, ..., S, Dk).
         need_weights: the weights are wanted (only the math path has them).
-        kernel: ``auto`` (math on the CPU when S <= Dk, else SDPA), ``sdpa`` or ``math``.
+        kernel: ``auto`` (math on the CPU when S <= Dk and L > 1, else SDPA), ``sdpa`` or
+            ``math``.
     """
     if kernel not in KERNELS:
         raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
@@ -119,7 +120,9 @@ def uses_math_path(queries: Tensor, keys: Tensor, need_weights: bool = False,
         return True
     if kernel != "auto":
         return kernel == "math"
-    return queries.device.type == "cpu" and keys.shape[-2] <= queries.shape[-1]
+    # One query per problem (cached decoding) leaves the flash kernel little overhead to lose:
+    # measured a wash (0.9-1.15x), so those steps stay on SDPA.
+    return queries.is_cpu and queries.shape[-2] > 1 and keys.shape[-2] <= queries.shape[-1]
 
 
 def attention(
@@ -149,7 +152,8 @@ def attention(
         scale: score scale, default ``1 / sqrt(Dk)``.
         need_weights: compute and return the (B, ..., L, S) weights (math path).
         kernel: which path computes the output when the weights are not needed: ``auto``
-            (default: the math path on the CPU for S <= Dk, the fused SDPA kernel otherwise),
+            (default: the math path on the CPU for S <= Dk and L > 1, the fused SDPA kernel
+            otherwise),
             ``sdpa`` or ``math`` (see :func:`uses_math_path`).
 
     Returns:
@@ -169,8 +173,9 @@ def attention(
     math_path = uses_math_path(queries, keys, need_weights, kernel)
     query_len, key_len = queries.shape[-2], keys.shape[-2]
     scale = 1.0 / math.sqrt(queries.shape[-1]) if scale is None else scale
-    scores_shape = torch.Size((*queries.shape[:-1], key_len))
-    mask = _combine(mask, valid_lens, scores_shape, queries.device)
+    if mask is not None or valid_lens is not None:
+        scores_shape = torch.Size((*queries.shape[:-1], key_len))
+        mask = _combine(mask, valid_lens, scores_shape, queries.device)
     if is_causal and (mask is not None or math_path or query_len != key_len
                       or attn_bias is not None):
         future = torch.ones(query_len, key_len, dtype=torch.bool, device=queries.device)
