@@ -16,7 +16,6 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch.utils import flop_counter
 
 from attnkit.bench.timing import alternate, median, sync
@@ -120,7 +119,7 @@ def measure_training_mfu(d_model: int = 512, num_heads: int = 8, ffn_hidden: int
         and for the reference under ``"reference"``: ``seconds``, ``achieved`` (FLOP/s),
         ``mfu``, ``tokens_per_s`` (target tokens).
     """
-    from attnkit.bench.translation import TorchTransformerSeq2Seq
+    from attnkit.bench.translation import TorchTransformerSeq2Seq, step_loss
 
     device = torch.device(device)
     cfg = TransformerConfig(src_vocab_size=vocab_size, tgt_vocab_size=vocab_size,
@@ -139,13 +138,7 @@ def measure_training_mfu(d_model: int = 512, num_heads: int = 8, ffn_hidden: int
 
         def step() -> None:
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
-                if isinstance(model, Seq2SeqObjective):  # attnkit: as its trainer does
-                    loss_sum, count = model(src, tgt[:, :-1], mask, tgt[:, 1:])
-                    loss = loss_sum / count
-                else:
-                    logits = model(src, tgt[:, :-1], mask)  # (B, L, V)
-                    loss = F.cross_entropy(logits.flatten(0, 1).float(), tgt[:, 1:].flatten(),
-                                           label_smoothing=0.1)
+                loss = step_loss(model, src, tgt[:, :-1], mask, tgt[:, 1:])  # no padding here
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)

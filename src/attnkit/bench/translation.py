@@ -30,7 +30,8 @@ from attnkit.training.losses import Seq2SeqObjective
 from attnkit.training.optimizers import adamw
 
 __all__ = ["BenchData", "TorchTransformerSeq2Seq", "bench_beam", "bench_data_pipeline",
-           "bench_decoding", "bench_training", "bench_training_memory", "load_bench_batches"]
+           "bench_decoding", "bench_training", "bench_training_memory", "load_bench_batches",
+           "step_loss"]
 
 FRA_ENG = Path(os.environ.get(
     "ATTNKIT_FRA_ENG",
@@ -106,20 +107,28 @@ def _attnkit_model(config: TransformerConfig) -> Seq2SeqObjective:
     return Seq2SeqObjective(Transformer(config), PAD_ID, label_smoothing=0.1)
 
 
-def _step_loss(model: nn.Module, batch: Any) -> Tensor:
+def step_loss(model: nn.Module, src: Tensor, tgt_in: Tensor, src_mask: Tensor | None,
+              tgt_out: Tensor) -> Tensor:
     """The mean token loss as attnkit's trainer computes it (:class:`Seq2SeqObjective`: fused
     output projection + loss) or, for the reference, as a tutorial does (logits, then
-    ``F.cross_entropy``); the same label-smoothed objective either way."""
+    ``F.cross_entropy``); the same label-smoothed objective either way.
+
+    Shapes: src (B, S), tgt_in (B, L), src_mask (B, S) bool, tgt_out (B, L) -> ().
+    """
     if isinstance(getattr(model, "_orig_mod", model), Seq2SeqObjective):  # also when compiled
-        loss_sum, count = model(batch.src, batch.tgt_in, batch.src_mask, batch.tgt_out)
+        loss_sum, count = model(src, tgt_in, src_mask, tgt_out)
         return loss_sum / max(count, 1)
-    logits = model(batch.src, batch.tgt_in, batch.src_mask)  # (B, L, V)
-    return F.cross_entropy(logits.flatten(0, 1), batch.tgt_out.flatten(), ignore_index=PAD_ID,
+    logits = model(src, tgt_in, src_mask)  # (B, L, V)
+    return F.cross_entropy(logits.flatten(0, 1), tgt_out.flatten(), ignore_index=PAD_ID,
                            label_smoothing=0.1)
 
 
+def _batch_loss(model: nn.Module, batch: Any) -> Tensor:
+    return step_loss(model, batch.src, batch.tgt_in, batch.src_mask, batch.tgt_out)
+
+
 def _train_step(model: nn.Module, opt: torch.optim.Optimizer, batch: Any) -> None:
-    _step_loss(model, batch).backward()
+    _batch_loss(model, batch).backward()
     opt.step()
     opt.zero_grad(set_to_none=True)
 
@@ -257,7 +266,7 @@ def bench_training_memory(config: TransformerConfig, data: BenchData,
             torch.cuda.synchronize()
             out[name] = torch.cuda.max_memory_allocated() - base
         else:
-            out[name] = saved_bytes(model, lambda model=model: _step_loss(model, batch))
+            out[name] = saved_bytes(model, lambda model=model: _batch_loss(model, batch))
         del model
     return out
 
