@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-__all__ = ["add_threads_option", "apply_threads"]
+__all__ = ["add_checkpoint_option", "add_threads_option", "apply_threads"]
+
+
+def add_checkpoint_option(parser: Any) -> None:
+    """``--checkpoint NAME``: which checkpoint of a run to load (see ``find_checkpoint``)."""
+    parser.add_argument(
+        "--checkpoint", default="best",
+        help="best, last, a name under RUN/checkpoints (e.g. averaged), or a folder")
 
 
 def add_threads_option(parser: Any) -> None:

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from attnkit.cli.options import add_threads_option, apply_threads
+from attnkit.cli.options import add_checkpoint_option, add_threads_option, apply_threads
 
 __all__ = ["register", "parse_duration", "resolve_run_config"]
 
@@ -71,8 +71,7 @@ def register(sub: Any) -> None:
     p.add_argument("--run", required=True, help="run folder")
     p.add_argument("--beam", type=int, help="beam size (1 = greedy; default from the run)")
     p.add_argument("--n-best", type=int, default=1, help="print the N best translations")
-    p.add_argument("--checkpoint", default="best",
-                   help="best, last, a name under RUN/checkpoints (e.g. averaged), or a folder")
+    add_checkpoint_option(p)
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_translate)
 
@@ -82,8 +81,7 @@ def register(sub: Any) -> None:
     p.add_argument("--run", required=True)
     p.add_argument("--data", required=True, help="TSV of source<TAB>reference pairs")
     p.add_argument("--beam", type=int)
-    p.add_argument("--checkpoint", default="best",
-                   help="best, last, a name under RUN/checkpoints (e.g. averaged), or a folder")
+    add_checkpoint_option(p)
     p.add_argument("--out", help="hypotheses file (default: RUN/hyps-<data name>.txt)")
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_evaluate)

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from attnkit.cli.options import add_threads_option, apply_threads
+from attnkit.cli.options import add_checkpoint_option, add_threads_option, apply_threads
 from attnkit.cli.translate import parse_duration
 
 __all__ = ["register", "resolve_vision_config"]
@@ -67,7 +67,7 @@ def register(sub: Any) -> None:
         help="convert images with another channel count instead of failing",
     )
     p.add_argument("--json", action="store_true", help="one JSON object per image")
-    p.add_argument("--checkpoint", default="best", help="best, last, or a checkpoint folder")
+    add_checkpoint_option(p)
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_classify)
 
@@ -85,7 +85,7 @@ def register(sub: Any) -> None:
         action="store_true",
         help="convert an image with another channel count instead of failing",
     )
-    p.add_argument("--checkpoint", default="best", help="best, last, or a checkpoint folder")
+    add_checkpoint_option(p)
     p.add_argument("--device", default="auto")
     p.add_argument("--dpi", type=float, default=100)
     p.set_defaults(func=cmd_attention_map)

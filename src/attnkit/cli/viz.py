@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from attnkit.cli.options import add_checkpoint_option
+
 __all__ = ["register", "demo_run_config", "DEMO_SENTENCE"]
 
 log = logging.getLogger(__name__)
@@ -81,8 +83,7 @@ def register(sub: Any) -> None:
         choices=("encoder", "self", "cross", "all"),
         help="encoder self-attention, decoder self-attention, cross-attention, or all",
     )
-    p.add_argument("--checkpoint", default="best",
-                   help="best, last, a name under RUN/checkpoints (e.g. averaged), or a folder")
+    add_checkpoint_option(p)
     p.add_argument("--device", default="auto")
     p.add_argument("--dpi", type=float, default=100)
     p.set_defaults(func=cmd_attention)
@@ -127,7 +128,7 @@ def register(sub: Any) -> None:
     p.add_argument("--out", required=True, help="output .html file")
     p.add_argument("--samples", type=int, default=4, help="validation sentences to show")
     p.add_argument("--beam", type=int, help="beam size (default from the run)")
-    p.add_argument("--checkpoint", default="best")
+    add_checkpoint_option(p)
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_report)
 
