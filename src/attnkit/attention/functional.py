@@ -153,8 +153,7 @@ def attention(
         need_weights: compute and return the (B, ..., L, S) weights (math path).
         kernel: which path computes the output when the weights are not needed: ``auto``
             (default: the math path on the CPU for S <= Dk and L > 1, the fused SDPA kernel
-            otherwise),
-            ``sdpa`` or ``math`` (see :func:`uses_math_path`).
+            otherwise), ``sdpa`` or ``math`` (see :func:`uses_math_path`).
 
     Returns:
         ``(output (B, ..., L, Dv), weights (B, ..., L, S) or None)``. Returned weights are taken

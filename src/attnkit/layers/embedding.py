@@ -1,11 +1,10 @@
-"""Token embeddings (scaled by sqrt(D), as in the paper) and the tied output projection."""
+"""Token embeddings (scaled by sqrt(D), as in the paper); the output layer may share the matrix."""
 
 from __future__ import annotations
 
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 __all__ = ["TokenEmbedding"]
@@ -19,7 +18,7 @@ class TokenEmbedding(nn.Module):
         scale: multiply by sqrt(D) (the paper); BERT-style models use ``scale=False``.
 
     The weight is initialised N(0, D^-1/2) so that scaled embeddings have unit variance and the
-    same matrix can serve as the output projection (:meth:`logits`).
+    same matrix can serve as the output projection (``Transformer.output_weight``).
     """
 
     def __init__(self, vocab_size: int, d_model: int, pad_id: int | None = 0,
@@ -47,7 +46,3 @@ class TokenEmbedding(nn.Module):
                 f"{int(ids.max())}]; was the input encoded with this model's tokenizer?"
             )
         return self.embedding(ids) * self.scale  # (B, L, D)
-
-    def logits(self, hidden: Tensor) -> Tensor:
-        """Tied output projection: (B, L, D) -> (B, L, V)."""
-        return F.linear(hidden, self.embedding.weight)

@@ -238,13 +238,13 @@ def linear_cross_entropy(
     if not 0.0 <= label_smoothing < 1.0:
         raise ValueError(
             f"linear_cross_entropy: label_smoothing must be in [0, 1), got {label_smoothing}")
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"linear_cross_entropy: chunk_size must be >= 1, got {chunk_size}")
     hidden = hidden.reshape(-1, hidden.shape[-1])  # (N, D)
     targets = targets.reshape(-1).long()  # (N,)
     if pad_id is not None:
         real = targets != pad_id
         hidden, targets = hidden[real], targets[real]  # (N', D), (N',)
-    if chunk_size is not None and chunk_size < 1:
-        raise ValueError(f"linear_cross_entropy: chunk_size must be >= 1, got {chunk_size}")
     chunk = chunk_size or max(64, _CHUNK_ELEMENTS // weight.shape[0])
     if torch.is_autocast_enabled(hidden.device.type):
         dtype = torch.get_autocast_dtype(hidden.device.type)
