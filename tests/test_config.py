@@ -24,6 +24,29 @@ def test_unknown_keys_and_bad_values_are_errors() -> None:
     assert from_dict(TrainConfig, {"betas": [0.9, 0.99]}).betas == (0.9, 0.99)
 
 
+@pytest.mark.parametrize(("override", "match"), [
+    ("train.compile=maybe", r"train\.compile: expected true or false, got 'maybe'"),
+    ("train.epochs=2.5", r"train\.epochs: expected int, got 2\.5"),
+    ("train.lr=true", r"train\.lr: expected float, got True"),
+    ("train.patience=three", r"train\.patience: expected int \| None, got 'three'"),
+    ("data.lowercase=1", r"data\.lowercase: expected true or false, got 1"),
+])
+def test_values_of_the_wrong_type_are_errors(override: str, match: str) -> None:
+    from attnkit.config import RunConfig
+
+    with pytest.raises(ConfigError, match=match):
+        from_dict(RunConfig, apply_overrides({}, [override]))
+
+
+def test_values_of_the_right_type_are_taken() -> None:
+    from attnkit.config import RunConfig
+
+    cfg = from_dict(RunConfig, apply_overrides({}, [
+        "train.lr=1", "train.time_budget=none", "train.patience=2", "train.compile=true"]))
+    assert (cfg.train.lr, cfg.train.time_budget, cfg.train.patience, cfg.train.compile) == (
+        1, None, 2, True)
+
+
 def test_overrides_parse_values() -> None:
     out = apply_overrides({"train": {"lr": 1.0}}, ["train.lr=0.5", "train.amp=false",
                                                    "model.norm_first=true", "data.valid=none"])

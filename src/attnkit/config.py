@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
+import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, TypeVar, get_type_hints
@@ -224,6 +226,35 @@ class RunConfig:
         _choice(self, "model_type", ("transformer", "bahdanau"))
 
 
+def _matches(value: Any, hint: Any) -> bool:
+    """Whether ``value`` (from a file or ``--set``) fits a field's type hint. Only the simple
+    kinds the configs use are checked (bool, int, float, str, tuples, dicts, ``X | None``); an
+    int is a valid float, a bool is never a number."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return any(_matches(value, arg) for arg in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if hint is tuple or typing.get_origin(hint) is tuple:
+        return isinstance(value, tuple)
+    if hint is dict or typing.get_origin(hint) is dict:
+        return isinstance(value, dict)
+    return True
+
+
+def _type_name(hint: Any) -> str:
+    if hint is bool:
+        return "true or false"
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
 def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
     """Build a config dataclass from a dict; unknown keys and wrong nesting are errors."""
     if not isinstance(data, dict):
@@ -243,6 +274,9 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
             value = from_dict(hint, value, f"{where}.{key}".lstrip("."))
         elif key == "betas" and isinstance(value, list):
             value = tuple(value)
+        if not _matches(value, hint):
+            name = f"{where}.{key}" if where else f"{cls.__name__}.{key}"
+            raise ConfigError(f"{name}: expected {_type_name(hint)}, got {value!r}")
         kwargs[key] = value
     try:
         return cls(**kwargs)
