@@ -34,13 +34,13 @@ from attnkit.training.optimizers import adamw
 SIZES = {
     # the digits preset of `attnkit train-vit`
     "digits": (
-        dict(image_size=8, patch_size=2, in_channels=1, dim=64, depth=2, heads=4, mlp_dim=128),
+        dict(image_size=8, patch_size=2, in_channels=1, d_model=64, num_layers=2, num_heads=4, ffn_hidden=128),
         64,
         20,
     ),
     # a CIFAR-sized model (ViT-Tiny width, 6 layers)
     "cifar": (
-        dict(image_size=32, patch_size=4, in_channels=3, dim=192, depth=6, heads=3, mlp_dim=768),
+        dict(image_size=32, patch_size=4, in_channels=3, d_model=192, num_layers=6, num_heads=3, ffn_hidden=768),
         128,
         3,
     ),
@@ -53,23 +53,23 @@ class ReferenceViT(nn.Module):
     def __init__(self, c: ViTConfig) -> None:
         super().__init__()
         n = (c.image_size // c.patch_size) ** 2
-        self.patch = nn.Conv2d(c.in_channels, c.dim, c.patch_size, c.patch_size)
-        self.cls = nn.Parameter(torch.zeros(1, 1, c.dim))
-        self.pos = nn.Parameter(torch.zeros(1, 1 + n, c.dim))
+        self.patch = nn.Conv2d(c.in_channels, c.d_model, c.patch_size, c.patch_size)
+        self.cls = nn.Parameter(torch.zeros(1, 1, c.d_model))
+        self.pos = nn.Parameter(torch.zeros(1, 1 + n, c.d_model))
         self.drop = nn.Dropout(c.dropout)
         layer = nn.TransformerEncoderLayer(
-            c.dim,
-            c.heads,
-            c.mlp_dim,
+            c.d_model,
+            c.num_heads,
+            c.ffn_hidden,
             c.dropout,
             activation="gelu",
             layer_norm_eps=c.layer_norm_eps,
             batch_first=True,
             norm_first=True,
         )
-        self.encoder = nn.TransformerEncoder(layer, c.depth, enable_nested_tensor=False)
-        self.norm = nn.LayerNorm(c.dim, eps=c.layer_norm_eps)
-        self.head = nn.Linear(c.dim, c.num_classes)
+        self.encoder = nn.TransformerEncoder(layer, c.num_layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(c.d_model, eps=c.layer_norm_eps)
+        self.head = nn.Linear(c.d_model, c.num_classes)
 
     def forward(self, images: Tensor) -> tuple[Tensor, None]:
         x = self.patch(images).flatten(2).transpose(1, 2)  # (B, N, D)

@@ -167,8 +167,8 @@ def test_reference_models_have_identical_sizes() -> None:
                             norm_first=True, tie_embeddings="all", max_len=16)
     count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
     assert count(Transformer(cfg)) == count(TorchTransformerSeq2Seq(cfg))
-    vit = ViTConfig(image_size=8, patch_size=4, in_channels=3, dim=32, depth=2, heads=4,
-                    mlp_dim=64, num_classes=7)
+    vit = ViTConfig(image_size=8, patch_size=4, in_channels=3, d_model=32, num_layers=2, num_heads=4,
+                    ffn_hidden=64, num_classes=7)
     ours, ref = VisionTransformer(vit), TorchViT(vit)
     assert count(ours) == count(ref)
     assert ref(torch.rand(3, 3, 8, 8)).shape == ours(torch.rand(3, 3, 8, 8))[0].shape == (3, 7)

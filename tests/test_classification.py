@@ -21,10 +21,10 @@ from attnkit.tasks.vision_config import vision_config_from_dict, vision_preset
 from attnkit.training.checkpoint import load_checkpoint
 
 TINY = [
-    "model.dim=32",
-    "model.depth=1",
-    "model.heads=2",
-    "model.mlp_dim=64",
+    "model.d_model=32",
+    "model.num_layers=1",
+    "model.num_heads=2",
+    "model.ffn_hidden=64",
     "train.warmup_steps=20",
     "train.lr=0.004",
     "train.log_every=10",
@@ -172,7 +172,7 @@ def test_attention_map_writes_a_png_and_maps_are_consistent(digits_run, tmp_path
     assert str(out) in capsys.readouterr().out
     classifier = Classifier.load(run)
     (maps,) = classifier.attention_maps([image])
-    heads = classifier.model.config.heads
+    heads = classifier.model.config.num_heads
     assert maps.heads.shape == (heads, 8, 8) and maps.rollout.shape == (8, 8)
     assert torch.allclose(maps.heads.flatten(1).amax(1), torch.ones(heads))
     # the grids are the class-token rows of the last layer's weights and of the rollout

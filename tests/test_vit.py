@@ -25,10 +25,10 @@ def small(**overrides) -> ViTConfig:
         patch_size=2,
         in_channels=3,
         num_classes=5,
-        dim=16,
-        depth=2,
-        heads=2,
-        mlp_dim=24,
+        d_model=16,
+        num_layers=2,
+        num_heads=2,
+        ffn_hidden=24,
         dropout=0.0,
     )
     base.update(overrides)
@@ -77,7 +77,7 @@ def test_mean_pool_averages_patch_tokens_and_cls_pool_takes_token_zero():
 @pytest.mark.parametrize("kind", ["learned2d", "sincos2d"])
 def test_2d_embedding_at_row_col_is_added_to_patch_at_row_col(kind):
     torch.manual_seed(0)
-    cfg = small(image_size=12, patch_size=3, dim=8, pos_embedding=kind)  # 4 x 4 grid
+    cfg = small(image_size=12, patch_size=3, d_model=8, pos_embedding=kind)  # 4 x 4 grid
     model = ViT(cfg).eval()
     gh = gw = 4
     with torch.no_grad():
@@ -107,7 +107,7 @@ def test_2d_embedding_at_row_col_is_added_to_patch_at_row_col(kind):
 
 
 def test_patch_at_row_col_becomes_token_one_plus_row_times_width_plus_col():
-    cfg = small(image_size=8, patch_size=2, in_channels=1, dim=4)  # 4 x 4 grid
+    cfg = small(image_size=8, patch_size=2, in_channels=1, d_model=4)  # 4 x 4 grid
     model = ViT(cfg).eval()
     with torch.no_grad():
         model.patch_embed.proj.weight.fill_(1.0)  # every feature = sum of the patch's pixels
@@ -133,10 +133,10 @@ def test_matches_reference_built_from_pytorch_modules():
         image_size=8,
         patch_size=4,
         in_channels=3,
-        dim=16,
-        depth=2,
-        heads=4,
-        mlp_dim=32,
+        d_model=16,
+        num_layers=2,
+        num_heads=4,
+        ffn_hidden=32,
         num_classes=7,
     )
     model = ViT(cfg).double().eval()
@@ -190,10 +190,10 @@ def test_vit_b16_parameter_count_matches_timm():
         patch_size=16,
         in_channels=3,
         num_classes=1000,
-        dim=768,
-        depth=12,
-        heads=12,
-        mlp_dim=3072,
+        d_model=768,
+        num_layers=12,
+        num_heads=12,
+        ffn_hidden=3072,
         pos_embedding="learned1d",
         pool="cls",
     )
@@ -283,17 +283,17 @@ def test_wrong_channels_size_or_dtype_raise_clear_errors():
     with pytest.raises(ValueError, match="float"):
         model(torch.zeros(2, 3, 8, 8, dtype=torch.uint8))
     with pytest.raises(ValueError, match="ViTConfig"):
-        VisionTransformer({"dim": 16})  # type: ignore[arg-type]
+        VisionTransformer({"d_model": 16})  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
     "bad, match",
     [
         (dict(image_size=10, patch_size=4), "not divisible by patch_size"),
-        (dict(dim=18, heads=4), "not divisible by heads"),
+        (dict(d_model=18, num_heads=4), "not divisible by num_heads"),
         (dict(pos_embedding="rope"), "pos_embedding"),
         (dict(pool="max"), "pool"),
-        (dict(dim=18, heads=2, pos_embedding="sincos2d"), "divisible by 4"),
+        (dict(d_model=18, num_heads=2, pos_embedding="sincos2d"), "divisible by 4"),
         (dict(dropout=1.0), "dropout"),
     ],
 )
@@ -336,10 +336,10 @@ def test_short_training_run_on_digits_beats_threshold():
                 patch_size=2,
                 in_channels=1,
                 num_classes=10,
-                dim=32,
-                depth=2,
-                heads=4,
-                mlp_dim=64,
+                d_model=32,
+                num_layers=2,
+                num_heads=4,
+                ffn_hidden=64,
                 dropout=0.0,
             )
         )

@@ -261,6 +261,14 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
         raise ConfigError(
             f"{where or cls.__name__}: expected a table/dict, got {type(data).__name__}"
         )
+    renamed = getattr(cls, "RENAMED_FIELDS", {})
+    if renamed:  # runs and config files written with an earlier field name still load
+        for old, new in renamed.items():
+            if old in data:
+                if new in data:
+                    raise ConfigError(f"{where or cls.__name__}: both {old!r} and its new name "
+                                      f"{new!r} are given; keep only {new!r}")
+                data = {**{k: v for k, v in data.items() if k != old}, new: data[old]}
     names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - names)
     if unknown:
@@ -373,8 +381,9 @@ class EncoderConfig:
 
 @dataclass(frozen=True)
 class ViTConfig:
-    """Vision Transformer (Dosovitskiy et al., 2021). ViT-B/16: image 224, patch 16, dim 768,
-    depth 12, heads 12, mlp_dim 3072. Defaults suit the 8x8 scikit-learn digits.
+    """Vision Transformer (Dosovitskiy et al., 2021). ViT-B/16: image 224, patch 16, d_model 768,
+    num_layers 12, num_heads 12, ffn_hidden 3072 (the paper's hidden size D, layers, heads and
+    MLP size). Runs written with the paper's names (dim, depth, heads, mlp_dim) still load. Defaults suit the 8x8 scikit-learn digits.
 
     ``pos_embedding``: ``learned1d`` (one learned row per token, class token included),
     ``learned2d`` (a learned (row, col) grid for the patches), ``sincos2d`` (fixed 2-D sine-cosine
@@ -386,30 +395,34 @@ class ViTConfig:
     patch_size: int = 2
     in_channels: int = 1
     num_classes: int = 10
-    dim: int = 64
-    depth: int = 4
-    heads: int = 4
-    mlp_dim: int = 128
+    d_model: int = 64
+    num_layers: int = 4
+    num_heads: int = 4
+    ffn_hidden: int = 128
     dropout: float = 0.1
     attention_dropout: float = 0.0
     pos_embedding: str = "learned1d"
     pool: str = "cls"
     layer_norm_eps: float = 1e-6
 
+    #: Names used by attnkit 0.1.0 (and the ViT paper) that load as the current ones.
+    RENAMED_FIELDS: typing.ClassVar[dict[str, str]] = {
+        "dim": "d_model", "depth": "num_layers", "heads": "num_heads", "mlp_dim": "ffn_hidden"}
+
     def __post_init__(self) -> None:
-        _positive(self, "image_size", "patch_size", "in_channels", "num_classes", "dim", "depth",
-                  "heads", "mlp_dim", "layer_norm_eps")
+        _positive(self, "image_size", "patch_size", "in_channels", "num_classes", "d_model",
+                  "num_layers", "num_heads", "ffn_hidden", "layer_norm_eps")
         _probability(self, "dropout", "attention_dropout")
         _check(self.image_size % self.patch_size == 0,
                f"ViTConfig.image_size={self.image_size} is not divisible by "
                f"patch_size={self.patch_size}; choose a patch_size that divides the image size")
-        _check(self.dim % self.heads == 0,
-               f"ViTConfig.dim={self.dim} is not divisible by heads={self.heads}; choose heads "
-               "among the divisors of dim")
+        _check(self.d_model % self.num_heads == 0,
+               f"ViTConfig.d_model={self.d_model} is not divisible by num_heads={self.num_heads}; choose num_heads "
+               "among the divisors of d_model")
         _choice(self, "pos_embedding", ("learned1d", "learned2d", "sincos2d"))
         _choice(self, "pool", ("cls", "mean"))
-        _check(self.pos_embedding != "sincos2d" or self.dim % 4 == 0,
-               f"ViTConfig.dim={self.dim} must be divisible by 4 for pos_embedding='sincos2d'")
+        _check(self.pos_embedding != "sincos2d" or self.d_model % 4 == 0,
+               f"ViTConfig.d_model={self.d_model} must be divisible by 4 for pos_embedding='sincos2d'")
 
 
 def merge_config_file(base: dict[str, Any], path: str | Path) -> dict[str, Any]:

@@ -79,8 +79,8 @@ SIZES: dict[str, Sizes] = {
                    num_decoder_layers=3),
         max_tokens=4096, num_batches=8, vocab_size=8000, num_pairs=20000, repeats=3,
         out_len=64, decode_batch=32,
-        vit=dict(image_size=32, patch_size=4, in_channels=3, dim=192, depth=6, heads=3,
-                 mlp_dim=768), vit_batch=128,  # the "cifar" size of benchmarks/vit.py
+        vit=dict(image_size=32, patch_size=4, in_channels=3, d_model=192, num_layers=6, num_heads=3,
+                 ffn_hidden=768), vit_batch=128,  # the "cifar" size of benchmarks/vit.py
         mfu=dict(num_layers=2, batch=32, src_len=32, tgt_len=32, vocab_size=8000)),
     "quick": Sizes(
         attn_shapes=((4, 64, 128), (4, 256, 128)), attn_reps=3, attn_min_s=0.005,
@@ -89,8 +89,8 @@ SIZES: dict[str, Sizes] = {
                    num_decoder_layers=2),
         max_tokens=2048, num_batches=4, vocab_size=4000, num_pairs=5000, repeats=2,
         out_len=64, decode_batch=16,
-        vit=dict(image_size=32, patch_size=4, in_channels=3, dim=128, depth=2, heads=4,
-                 mlp_dim=512), vit_batch=32,
+        vit=dict(image_size=32, patch_size=4, in_channels=3, d_model=128, num_layers=2, num_heads=4,
+                 ffn_hidden=512), vit_batch=32,
         mfu=dict(num_layers=1, batch=16, src_len=32, tgt_len=32, vocab_size=8000)),
     # For tests: every code path, tiny shapes; the figures mean nothing.
     "tiny": Sizes(
@@ -99,8 +99,8 @@ SIZES: dict[str, Sizes] = {
                    num_decoder_layers=1),
         max_tokens=256, num_batches=2, vocab_size=200, num_pairs=300, repeats=1,
         out_len=6, decode_batch=4,
-        vit=dict(image_size=8, patch_size=4, in_channels=1, dim=32, depth=1, heads=2,
-                 mlp_dim=64), vit_batch=4,
+        vit=dict(image_size=8, patch_size=4, in_channels=1, d_model=32, num_layers=1, num_heads=2,
+                 ffn_hidden=64), vit_batch=4,
         mfu=dict(d_model=32, num_heads=2, ffn_hidden=64, num_layers=1, batch=2, src_len=6,
                  tgt_len=6, vocab_size=50),
         data_source="dates", heads=2),
@@ -258,16 +258,16 @@ class TorchViT(nn.Module):
     def __init__(self, c: ViTConfig) -> None:
         super().__init__()
         n = (c.image_size // c.patch_size) ** 2
-        self.patch = nn.Conv2d(c.in_channels, c.dim, c.patch_size, c.patch_size)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, c.dim))
-        self.pos_embed = nn.Parameter(torch.randn(1, 1 + n, c.dim) * 0.02)
+        self.patch = nn.Conv2d(c.in_channels, c.d_model, c.patch_size, c.patch_size)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, c.d_model))
+        self.pos_embed = nn.Parameter(torch.randn(1, 1 + n, c.d_model) * 0.02)
         self.drop = nn.Dropout(c.dropout)
-        layer = nn.TransformerEncoderLayer(c.dim, c.heads, c.mlp_dim, c.dropout, "gelu",
+        layer = nn.TransformerEncoderLayer(c.d_model, c.num_heads, c.ffn_hidden, c.dropout, "gelu",
                                            c.layer_norm_eps, batch_first=True, norm_first=True)
-        self.encoder = nn.TransformerEncoder(layer, c.depth, nn.LayerNorm(c.dim,
+        self.encoder = nn.TransformerEncoder(layer, c.num_layers, nn.LayerNorm(c.d_model,
                                                                           eps=c.layer_norm_eps),
                                              enable_nested_tensor=False)
-        self.head = nn.Linear(c.dim, c.num_classes)
+        self.head = nn.Linear(c.d_model, c.num_classes)
 
     def forward(self, images: Tensor) -> Tensor:
         """Shapes: images (B, C, H, W) -> logits (B, num_classes)."""
@@ -310,7 +310,7 @@ def _vit_rows(device: str, sizes: Sizes) -> list[Row]:
         return run
 
     params = [sum(p.numel() for p in m.parameters()) for m, _ in models.values()]
-    note = f"D={cfg.dim} depth {cfg.depth}, {1 + ours.num_patches} tokens, params " \
+    note = f"D={cfg.d_model} depth {cfg.num_layers}, {1 + ours.num_patches} tokens, params " \
            f"{params[0]:,} = {params[1]:,}"
     rows = []
     for what, make in (("training", train), ("inference", infer)):

@@ -41,9 +41,10 @@ class AddNorm(nn.Module):
 class _Residual(nn.Module):
     """One sublayer's residual wrapper, post-LN or pre-LN."""
 
-    def __init__(self, d_model: int, dropout: float, eps: float, norm_first: bool) -> None:
+    def __init__(self, d_model: int, dropout: float, eps: float, norm_first: bool,
+                 bias: bool = True) -> None:
         super().__init__()
-        self.norm = nn.LayerNorm(d_model, eps=eps)
+        self.norm = nn.LayerNorm(d_model, eps=eps, bias=bias)
         self.dropout = Dropout(dropout)
         self.norm_first = norm_first
 
@@ -68,6 +69,11 @@ class EncoderBlock(nn.Module):
         norm_first: pre-LN instead of the paper's post-LN.
         activation: ``relu`` or ``gelu``. layer_norm_eps: LayerNorm epsilon.
         rotary: optional rotary embedding for the self-attention.
+        bias: biases in the attention and FFN projections and the LayerNorms (False: GPT-style
+            bias-free blocks).
+
+    With ``is_causal=True`` (and optionally a ``cache``) in :meth:`forward` this is the block of
+    a decoder-only language model: causal self-attention and FFN, no cross-attention.
     """
 
     def __init__(
@@ -82,13 +88,14 @@ class EncoderBlock(nn.Module):
         activation: str = "relu",
         layer_norm_eps: float = 1e-5,
         rotary: nn.Module | None = None,
+        bias: bool = True,
     ) -> None:
         super().__init__()
         self.self_attn = MultiHeadAttention(d_model, num_heads, dropout=attention_dropout,
-                                            rotary=rotary)
-        self.attn_res = _Residual(d_model, dropout, layer_norm_eps, norm_first)
-        self.ffn = PositionWiseFFN(d_model, ffn_hidden, activation, ffn_dropout)
-        self.ffn_res = _Residual(d_model, dropout, layer_norm_eps, norm_first)
+                                            bias=bias, rotary=rotary)
+        self.attn_res = _Residual(d_model, dropout, layer_norm_eps, norm_first, bias)
+        self.ffn = PositionWiseFFN(d_model, ffn_hidden, activation, ffn_dropout, bias=bias)
+        self.ffn_res = _Residual(d_model, dropout, layer_norm_eps, norm_first, bias)
 
     def forward(
         self,
@@ -96,21 +103,26 @@ class EncoderBlock(nn.Module):
         mask: Tensor | None = None,
         need_weights: bool = False,
         attn_bias: Tensor | None = None,
+        is_causal: bool = False,
+        cache: KVCache | None = None,
     ) -> tuple[Tensor, Tensor | None]:
-        """Encode.
+        """Encode (or, with ``is_causal``, run one causal decoder-only block).
 
         Args:
-            x: (B, S, D).
+            x: (B, S, D); with a ``cache``: only the new positions, (B, L, D).
             mask: bool broadcastable to (B, H, S, S), True = may attend; typically (B, 1, 1, S).
             need_weights: return self-attention weights.
-            attn_bias: float bias broadcastable to (B, H, S, S).
+            attn_bias: float bias broadcastable to (B, H, S, S) (with a cache: (B, H, L, S_total)).
+            is_causal: mask future keys (aligned bottom-right, so cached steps see the past).
+            cache: a growing :class:`KVCache` of earlier positions' keys/values (decoding).
 
         Returns:
-            ``(x (B, S, D), weights (B, H, S, S) or None)``.
+            ``(x (B, S, D), weights (B, H, S, S) or None)``; with a cache the weights are
+            (B, H, L, S_total).
         """
         h = self.attn_res.pre(x)
         y, weights = self.self_attn(h, h, h, mask=mask, need_weights=need_weights,
-                                    attn_bias=attn_bias)
+                                    attn_bias=attn_bias, is_causal=is_causal, cache=cache)
         x = self.attn_res.post(x, y)
         x = self.ffn_res.post(x, self.ffn(self.ffn_res.pre(x)))  # (B, S, D)
         return x, weights

@@ -28,16 +28,22 @@ class PositionWiseFFN(nn.Module):
         ffn_hidden: hidden size F.
         activation: ``relu`` (the paper) or ``gelu`` (BERT, ViT).
         dropout: dropout after the activation (ViT/BERT style inner dropout); 0 for the paper.
+        bias: use biases in both linear layers.
     """
 
     def __init__(
-        self, d_model: int, ffn_hidden: int, activation: str = "relu", dropout: float = 0.0
+        self,
+        d_model: int,
+        ffn_hidden: int,
+        activation: str = "relu",
+        dropout: float = 0.0,
+        bias: bool = True,
     ) -> None:
         super().__init__()
-        self.dense1 = nn.Linear(d_model, ffn_hidden)
+        self.dense1 = nn.Linear(d_model, ffn_hidden, bias=bias)
         self.activation = make_activation(activation)
         self.dropout = Dropout(dropout)
-        self.dense2 = nn.Linear(ffn_hidden, d_model)
+        self.dense2 = nn.Linear(ffn_hidden, d_model, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
         """Shapes: (B, L, D) -> (B, L, D)."""

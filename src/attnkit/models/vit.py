@@ -57,7 +57,7 @@ class VisionTransformer(nn.Module):
                 "build one with attnkit.config.ViTConfig(...)"
             )
         self.config = config
-        dim = config.dim
+        dim = config.d_model
         self.patch_embed = PatchEmbedding(config.patch_size, config.in_channels, dim)
         side = config.image_size // config.patch_size
         self.grid_size: tuple[int, int] = (side, side)
@@ -67,8 +67,8 @@ class VisionTransformer(nn.Module):
         self.blocks = nn.ModuleList(
             EncoderBlock(
                 d_model=dim,
-                num_heads=config.heads,
-                ffn_hidden=config.mlp_dim,
+                num_heads=config.num_heads,
+                ffn_hidden=config.ffn_hidden,
                 dropout=config.dropout,
                 attention_dropout=config.attention_dropout,
                 ffn_dropout=config.dropout,
@@ -76,7 +76,7 @@ class VisionTransformer(nn.Module):
                 activation="gelu",
                 layer_norm_eps=config.layer_norm_eps,
             )
-            for _ in range(config.depth)
+            for _ in range(config.num_layers)
         )
         self.norm = nn.LayerNorm(dim, eps=config.layer_norm_eps)
         self.head = nn.Linear(dim, config.num_classes)
@@ -86,7 +86,7 @@ class VisionTransformer(nn.Module):
     def _build_positions(self, grid: tuple[int, int]) -> None:
         """Create the position parameters/buffers for a patch grid (uninitialised if learned)."""
         gh, gw = grid
-        dim, kind = self.config.dim, self.config.pos_embedding
+        dim, kind = self.config.d_model, self.config.pos_embedding
         if kind == "learned1d":
             self.pos_embed = nn.Parameter(torch.empty(1 + gh * gw, dim))  # (1 + N, D)
             return
@@ -227,11 +227,11 @@ class VisionTransformer(nn.Module):
             self.pos_embed = nn.Parameter(torch.cat([table[:1], patches], dim=0))  # (1 + N2, D)
         elif kind == "learned2d":
             patches = resize_grid(self.pos_grid.weight, old, new, antialias=antialias)  # (N2, D)
-            grid = LearnedPositionalEmbedding2D(*new, self.config.dim).to(patches.device)
-            grid.weight = nn.Parameter(patches.reshape(*new, self.config.dim))  # (h2, w2, D)
+            grid = LearnedPositionalEmbedding2D(*new, self.config.d_model).to(patches.device)
+            grid.weight = nn.Parameter(patches.reshape(*new, self.config.d_model))  # (h2, w2, D)
             self.pos_grid = grid
         else:
-            table = sincos_2d_table(*new, self.config.dim)  # (N2, D)
+            table = sincos_2d_table(*new, self.config.d_model)  # (N2, D)
             self.pos_table = table.to(device=self.pos_table.device, dtype=self.pos_table.dtype)
         if old != new:
             log.info("resized %s position embeddings from grid %s to %s", kind, old, new)

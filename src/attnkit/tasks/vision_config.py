@@ -115,10 +115,10 @@ VISION_PRESETS: dict[str, dict[str, Any]] = {
     "digits": {
         "model": {
             "patch_size": 2,
-            "dim": 64,
-            "depth": 2,
-            "heads": 4,
-            "mlp_dim": 128,
+            "d_model": 64,
+            "num_layers": 2,
+            "num_heads": 4,
+            "ffn_hidden": 128,
             "dropout": 0.1,
         },
         "data": {"batch_size": 64},
@@ -127,10 +127,10 @@ VISION_PRESETS: dict[str, dict[str, Any]] = {
     "mnist": {
         "model": {
             "patch_size": 4,
-            "dim": 128,
-            "depth": 6,
-            "heads": 4,
-            "mlp_dim": 256,
+            "d_model": 128,
+            "num_layers": 6,
+            "num_heads": 4,
+            "ffn_hidden": 256,
             "dropout": 0.1,
         },
         "data": {"batch_size": 128, "crop_padding": 2, "valid_fraction": 0.05},
@@ -139,10 +139,10 @@ VISION_PRESETS: dict[str, dict[str, Any]] = {
     "cifar10": {
         "model": {
             "patch_size": 4,
-            "dim": 192,
-            "depth": 6,
-            "heads": 6,
-            "mlp_dim": 384,
+            "d_model": 192,
+            "num_layers": 6,
+            "num_heads": 6,
+            "ffn_hidden": 384,
             "dropout": 0.1,
         },
         "data": {"batch_size": 128, "crop_padding": 4, "hflip": True, "valid_fraction": 0.05},
@@ -151,10 +151,10 @@ VISION_PRESETS: dict[str, dict[str, Any]] = {
     "folder": {
         "model": {
             "patch_size": 4,
-            "dim": 128,
-            "depth": 6,
-            "heads": 4,
-            "mlp_dim": 256,
+            "d_model": 128,
+            "num_layers": 6,
+            "num_heads": 4,
+            "ffn_hidden": 256,
             "dropout": 0.1,
         },
         "data": {"batch_size": 64, "crop_padding": 2},
