@@ -26,4 +26,5 @@ bench: install
 	$(VENV)/bin/attnkit bench all --quick
 
 lint: install
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks scripts
+	$(VENV)/bin/ruff format --check src tests benchmarks scripts

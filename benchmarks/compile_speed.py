@@ -18,7 +18,7 @@ import time
 import torch
 
 from attnkit.bench import translation as tr_bench
-from attnkit.bench.suite import SIZES, _transformer_config
+from attnkit.bench.suite import SIZES
 from attnkit.bench.timing import alternate, median
 from attnkit.training.allocator import tune_glibc_malloc
 from attnkit.training.optimizers import adamw
@@ -28,40 +28,55 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--dynamic", action=argparse.BooleanOptionalAction, default=True,
-                        help="compile with dynamic shapes (default; one graph for all buckets)")
+    parser.add_argument(
+        "--dynamic",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="compile with dynamic shapes (default; one graph for all buckets)",
+    )
     args = parser.parse_args()
     if args.threads < 1 or args.repeats < 1:
         parser.error("--threads and --repeats must be >= 1")
     torch.set_num_threads(args.threads)
     tune_glibc_malloc()
     sizes = SIZES["full"]
-    data = tr_bench.load_bench_batches(max_tokens=sizes.max_tokens, num_pairs=sizes.num_pairs,
-                                       vocab_size=sizes.vocab_size, num_batches=sizes.num_batches)
-    cfg = _transformer_config(sizes, data.vocab_size)
+    data = tr_bench.load_bench_batches(
+        max_tokens=sizes.max_tokens,
+        num_pairs=sizes.num_pairs,
+        vocab_size=sizes.vocab_size,
+        num_batches=sizes.num_batches,
+    )
+    cfg = tr_bench.transformer_config(data.vocab_size, **sizes.model)
     torch.manual_seed(0)
-    eager = tr_bench._attnkit_model(cfg).train()
-    inner = tr_bench._attnkit_model(cfg).train()
+    eager = tr_bench.attnkit_model(cfg).train()
+    inner = tr_bench.attnkit_model(cfg).train()
     inner.load_state_dict(eager.state_dict())
     compiled = torch.compile(inner, dynamic=args.dynamic)
-    opts = {"eager": adamw(eager.parameters(), "cpu", lr=1e-4),
-            "compiled": adamw(inner.parameters(), "cpu", lr=1e-4)}
+    opts = {
+        "eager": adamw(eager.parameters(), "cpu", lr=1e-4),
+        "compiled": adamw(inner.parameters(), "cpu", lr=1e-4),
+    }
     models = {"eager": eager, "compiled": compiled}
     tokens = sum(int(b.tgt_lens.sum()) for b in data.batches)
 
     def run(name: str) -> None:
         for batch in data.batches:
-            tr_bench._train_step(models[name], opts[name], batch)
+            tr_bench.train_step(models[name], opts[name], batch)
 
     start = time.perf_counter()
     run("compiled")
     compile_s = time.perf_counter() - start
-    times = alternate({"eager": lambda: run("eager"), "compiled": lambda: run("compiled")},
-                      repeats=args.repeats, warmup=1)
+    times = alternate(
+        {"eager": lambda: run("eager"), "compiled": lambda: run("compiled")},
+        repeats=args.repeats,
+        warmup=1,
+    )
     tps = {name: tokens / median(t) for name, t in times.items()}
-    print(f"# torch.compile vs eager: {torch.__version__}, {args.threads} threads, "
-          f"{len(data.batches)} batches, {tokens} target tokens per round, "
-          f"shapes {sorted({tuple(b.tgt_in.shape) for b in data.batches})}")
+    print(
+        f"# torch.compile vs eager: {torch.__version__}, {args.threads} threads, "
+        f"{len(data.batches)} batches, {tokens} target tokens per round, "
+        f"shapes {sorted({tuple(b.tgt_in.shape) for b in data.batches})}"
+    )
     print(f"first compiled pass (compiling): {compile_s:.1f} s")
     for name in ("eager", "compiled"):
         rounds = ", ".join(f"{s:.2f}" for s in times[name])

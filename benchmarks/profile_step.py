@@ -15,13 +15,14 @@ benchmarks/PROFILE.md.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from attnkit.bench import suite
 from attnkit.bench import translation as tr_bench
-from attnkit.config import TransformerConfig
 from attnkit.data.text import BOS_ID, PAD_ID
 from attnkit.models.transformer import Transformer
 from attnkit.training.allocator import tune_glibc_malloc
@@ -29,10 +30,15 @@ from attnkit.training.losses import Seq2SeqObjective, masked_cross_entropy
 from attnkit.training.optimizers import adamw
 
 SIZES = {
-    "full": dict(model=dict(d_model=256, num_heads=4, ffn_hidden=1024, num_encoder_layers=3,
-                            num_decoder_layers=3), vocab=8000, max_tokens=4096),
-    "preset": dict(model=dict(d_model=256, num_heads=4, ffn_hidden=768, num_encoder_layers=3,
-                              num_decoder_layers=2), vocab=4000, max_tokens=3000),
+    "full": suite.SIZES["full"],  # the model and batches of `attnkit bench train`
+    "preset": dataclasses.replace(  # the text preset of `attnkit train` on fra-eng
+        suite.SIZES["full"],
+        model=dict(
+            d_model=256, num_heads=4, ffn_hidden=768, num_encoder_layers=3, num_decoder_layers=2
+        ),
+        vocab_size=4000,
+        max_tokens=3000,
+    ),
 }
 
 
@@ -42,17 +48,22 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=25)
     parser.add_argument("--size", choices=tuple(SIZES), default="full")
     parser.add_argument("--steps", type=int, default=3, help="profiled training steps")
-    parser.add_argument("--logits-loss", action="store_true",
-                        help="the unfused loss: full logits, then masked_cross_entropy")
+    parser.add_argument(
+        "--logits-loss",
+        action="store_true",
+        help="the unfused loss: full logits, then masked_cross_entropy",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     tune_glibc_malloc()
     size = SIZES[args.size]
-    data = tr_bench.load_bench_batches(max_tokens=size["max_tokens"], num_pairs=20000,
-                                       vocab_size=size["vocab"], num_batches=args.steps + 2)
-    cfg = TransformerConfig(src_vocab_size=data.vocab_size, tgt_vocab_size=data.vocab_size,
-                            norm_first=True, tie_embeddings="all", dropout=0.1, max_len=128,
-                            **size["model"])
+    data = tr_bench.load_bench_batches(
+        max_tokens=size.max_tokens,
+        num_pairs=size.num_pairs,
+        vocab_size=size.vocab_size,
+        num_batches=args.steps + 2,
+    )
+    cfg = tr_bench.transformer_config(data.vocab_size, **size.model)
     torch.manual_seed(0)
     model = Transformer(cfg).train()
     opt = adamw(model.parameters(), "cpu", lr=1e-4)
@@ -62,8 +73,9 @@ def main() -> None:
     def train_step(batch: object) -> None:
         if args.logits_loss:
             logits = model(batch.src, batch.tgt_in, batch.src_mask)  # (B, L, V)
-            loss, n = masked_cross_entropy(logits, batch.tgt_out, pad_id=PAD_ID,
-                                           label_smoothing=0.1)
+            loss, n = masked_cross_entropy(
+                logits, batch.tgt_out, pad_id=PAD_ID, label_smoothing=0.1
+            )
         else:
             loss, n = objective(batch.src, batch.tgt_in, batch.src_mask, batch.tgt_out)
         (loss / n).backward()
@@ -81,9 +93,11 @@ def main() -> None:
             train_step(b)
     seconds = time.perf_counter() - start
     loss_kind = "logits + masked_cross_entropy" if args.logits_loss else "fused objective"
-    print(f"# training ({loss_kind}): {args.size} size, {args.threads} threads, "
-          f"{args.steps} steps, {tokens} target tokens, {tokens / seconds:.0f} target "
-          "tokens/s under the profiler")
+    print(
+        f"# training ({loss_kind}): {args.size} size, {args.threads} threads, "
+        f"{args.steps} steps, {tokens} target tokens, {tokens / seconds:.0f} target "
+        "tokens/s under the profiler"
+    )
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows))
 
     model.eval()
@@ -100,8 +114,7 @@ def main() -> None:
             for _ in range(8):
                 logits, _ = model.decode(ys[:, -1:], memory, mask, cache=cache)
                 ys = torch.cat([ys, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
-    print(f"# decoding: 8 greedy steps with the KV cache at positions 33-40, batch "
-          f"{src.shape[0]}")
+    print(f"# decoding: 8 greedy steps with the KV cache at positions 33-40, batch {src.shape[0]}")
     print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=args.rows))
 
 

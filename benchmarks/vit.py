@@ -4,9 +4,10 @@ the default ``attnkit train-vit`` run (test accuracy on the digits, wall time).
     python benchmarks/vit.py [--device cpu|cuda] [--threads 2] [--size digits|cifar|both]
                              [--skip-run] [--run-threads 2]
 
-Both models are timed alternately in one process (attnkit.bench.timing.alternate) on the same
-random batches, with the same sizes, dropout and AdamW settings; the printed ratio is attnkit
-images/s over reference images/s (target >= 1.0). The training run is a subprocess of the real
+Both models (attnkit's VisionTransformer and attnkit.bench.references.TorchViT) are timed
+alternately in one process (attnkit.bench.vit.bench_vit_training) on the same random batches,
+with the same sizes, dropout and AdamW settings; the printed ratio is attnkit images/s over
+reference images/s (target >= 1.0). The training run is a subprocess of the real
 command line, so its wall time includes start-up. See benchmarks/RESULTS.md for recorded figures.
 """
 
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import re
 import subprocess
 import sys
@@ -22,103 +22,9 @@ import tempfile
 import time
 
 import torch
-import torch.nn.functional as F
-from torch import Tensor, nn
 
-from attnkit.bench.timing import alternate, median
-from attnkit.config import ViTConfig
-from attnkit.models.vit import VisionTransformer
-from attnkit.training.optimizers import adamw
-
-# name: (model sizes, batch size, batches per timed pass on CPU)
-SIZES = {
-    # the digits preset of `attnkit train-vit`
-    "digits": (
-        dict(image_size=8, patch_size=2, in_channels=1, d_model=64, num_layers=2, num_heads=4, ffn_hidden=128),
-        64,
-        20,
-    ),
-    # a CIFAR-sized model (ViT-Tiny width, 6 layers)
-    "cifar": (
-        dict(image_size=32, patch_size=4, in_channels=3, d_model=192, num_layers=6, num_heads=3, ffn_hidden=768),
-        128,
-        3,
-    ),
-}
-
-
-class ReferenceViT(nn.Module):
-    """The same ViT from PyTorch's own modules: Conv2d patches, nn.TransformerEncoder (pre-LN)."""
-
-    def __init__(self, c: ViTConfig) -> None:
-        super().__init__()
-        n = (c.image_size // c.patch_size) ** 2
-        self.patch = nn.Conv2d(c.in_channels, c.d_model, c.patch_size, c.patch_size)
-        self.cls = nn.Parameter(torch.zeros(1, 1, c.d_model))
-        self.pos = nn.Parameter(torch.zeros(1, 1 + n, c.d_model))
-        self.drop = nn.Dropout(c.dropout)
-        layer = nn.TransformerEncoderLayer(
-            c.d_model,
-            c.num_heads,
-            c.ffn_hidden,
-            c.dropout,
-            activation="gelu",
-            layer_norm_eps=c.layer_norm_eps,
-            batch_first=True,
-            norm_first=True,
-        )
-        self.encoder = nn.TransformerEncoder(layer, c.num_layers, enable_nested_tensor=False)
-        self.norm = nn.LayerNorm(c.d_model, eps=c.layer_norm_eps)
-        self.head = nn.Linear(c.d_model, c.num_classes)
-
-    def forward(self, images: Tensor) -> tuple[Tensor, None]:
-        x = self.patch(images).flatten(2).transpose(1, 2)  # (B, N, D)
-        x = torch.cat([self.cls.expand(len(x), -1, -1), x], dim=1) + self.pos  # (B, 1 + N, D)
-        x = self.norm(self.encoder(self.drop(x)))  # (B, 1 + N, D)
-        return self.head(x[:, 0]), None  # (B, classes)
-
-
-def bench_training(size: str, device: str, batches: int | None, repeats: int) -> dict[str, float]:
-    """Images/s of one pass over ``batches`` random batches for both models, alternately."""
-    fields, batch_size, cpu_batches = SIZES[size]
-    batches = batches or (cpu_batches if device == "cpu" else 50)
-    cfg = ViTConfig(num_classes=10, dropout=0.1, **fields)
-    torch.manual_seed(0)
-    models = {"attnkit": VisionTransformer(cfg), "nn.TransformerEncoder": ReferenceViT(cfg)}
-    counts = {k: sum(p.numel() for p in m.parameters()) for k, m in models.items()}
-    assert counts["attnkit"] == counts["nn.TransformerEncoder"], counts
-    shape = (batch_size, cfg.in_channels, cfg.image_size, cfg.image_size)
-    data = [
-        (torch.rand(shape, device=device), torch.randint(0, 10, (batch_size,), device=device))
-        for _ in range(batches)
-    ]
-    opts = {}
-    for name, model in models.items():
-        model.to(device).train()
-        opts[name] = adamw(model.parameters(), device, lr=1e-3, weight_decay=0.05)
-
-    def epoch(name: str) -> None:
-        model, opt = models[name], opts[name]
-        for images, labels in data:
-            logits, _ = model(images)
-            F.cross_entropy(logits, labels).backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-
-    times = alternate(
-        {name: (lambda n=name: epoch(n)) for name in models},
-        repeats=repeats,
-        warmup=1,
-        device=device,
-    )
-    ips = {name: batches * batch_size / median(t) for name, t in times.items()}
-    return {
-        "params": counts["attnkit"],
-        "batch_size": batch_size,
-        "batches": batches,
-        **ips,
-        "ratio": ips["attnkit"] / ips["nn.TransformerEncoder"],
-    }
+from attnkit.bench.machine import load_average, processor
+from attnkit.bench.vit import VIT_SIZES, bench_vit_training
 
 
 def default_run(threads: int) -> tuple[str, float]:
@@ -148,18 +54,11 @@ def default_run(threads: int) -> tuple[str, float]:
         return out.stdout, time.perf_counter() - start
 
 
-def load_average() -> str:
-    try:
-        return " ".join(f"{x:.2f}" for x in os.getloadavg())
-    except OSError:  # pragma: no cover - not on every platform
-        return "n/a"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
-    parser.add_argument("--size", default="both", choices=("digits", "cifar", "both"))
+    parser.add_argument("--size", default="both", choices=(*VIT_SIZES, "both"))
     parser.add_argument("--batches", type=int, help="batches per timed pass (default per size)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--skip-run", action="store_true", help="only the throughput comparison")
@@ -167,12 +66,12 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(
-        f"# {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch "
+        f"# {processor()}, {os.cpu_count()} cores, torch "
         f"{torch.__version__}, device {args.device}, threads {torch.get_num_threads()}, "
         f"load average {load_average()}"
     )
-    for size in ("digits", "cifar") if args.size == "both" else (args.size,):
-        r = bench_training(size, args.device, args.batches, args.repeats)
+    for size in tuple(VIT_SIZES) if args.size == "both" else (args.size,):
+        r = bench_vit_training(size, device=args.device, batches=args.batches, repeats=args.repeats)
         print(
             f"training  {size}: {r['params']:,} parameters, batch {r['batch_size']}, "
             f"{r['batches']} batches per timed pass"

@@ -29,8 +29,7 @@ from attnkit.layers import (
     alibi_slopes,
     sincos_2d_table,
 )
-
-__version__ = "0.1.0"
+from attnkit.version import __version__
 
 __all__ = [
     "AddNorm",

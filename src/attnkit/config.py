@@ -1,4 +1,6 @@
-"""Configuration: frozen, validated dataclasses, stored in every checkpoint.
+"""Configuration: frozen, validated dataclasses for the models, training and decoding, stored in
+every checkpoint. Each task keeps its own run config next to its code (e.g.
+:mod:`attnkit.translation.config`).
 
 Every config is a frozen dataclass checked in ``__post_init__``. Configs load from dicts (TOML or
 JSON files) where unknown keys are errors, and take command-line overrides such as
@@ -11,7 +13,7 @@ import dataclasses
 import json
 import types
 import typing
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, TypeVar, get_type_hints
 
@@ -24,17 +26,20 @@ __all__ = [
     "ConfigError",
     "TransformerConfig",
     "BahdanauConfig",
-    "DataConfig",
     "TrainConfig",
     "DecodeConfig",
-    "RunConfig",
     "ViTConfig",
     "EncoderConfig",
+    "DecoderLMConfig",
     "from_dict",
     "to_dict",
     "apply_overrides",
     "load_config_file",
     "merge_config_file",
+    "require",
+    "require_positive",
+    "require_probability",
+    "require_choice",
 ]
 
 T = TypeVar("T")
@@ -44,26 +49,32 @@ class ConfigError(ValueError):
     """A configuration value or key is invalid; the message names the field and the fix."""
 
 
-def _check(condition: bool, message: str) -> None:
+def require(condition: bool, message: str) -> None:
+    """Raise :class:`ConfigError` with ``message`` unless ``condition`` holds."""
     if not condition:
         raise ConfigError(message)
 
 
-def _positive(obj: Any, *names: str) -> None:
+def require_positive(obj: Any, *names: str) -> None:
+    """Each named field of ``obj`` must be > 0."""
     for name in names:
         value = getattr(obj, name)
-        _check(value > 0, f"{type(obj).__name__}.{name} must be > 0, got {value}")
+        require(value > 0, f"{type(obj).__name__}.{name} must be > 0, got {value}")
 
 
-def _probability(obj: Any, *names: str) -> None:
+def require_probability(obj: Any, *names: str) -> None:
+    """Each named field of ``obj`` must be in [0, 1)."""
     for name in names:
         value = getattr(obj, name)
-        _check(0.0 <= value < 1.0, f"{type(obj).__name__}.{name} must be in [0, 1), got {value}")
+        require(0.0 <= value < 1.0, f"{type(obj).__name__}.{name} must be in [0, 1), got {value}")
 
 
-def _choice(obj: Any, name: str, options: tuple[str, ...]) -> None:
+def require_choice(obj: Any, name: str, options: tuple[str, ...]) -> None:
+    """Field ``name`` of ``obj`` must be one of ``options``."""
     value = getattr(obj, name)
-    _check(value in options, f"{type(obj).__name__}.{name} must be one of {options}, got {value!r}")
+    require(
+        value in options, f"{type(obj).__name__}.{name} must be one of {options}, got {value!r}"
+    )
 
 
 @dataclass(frozen=True)
@@ -89,21 +100,34 @@ class TransformerConfig:
     pad_id: int = 0
 
     def __post_init__(self) -> None:
-        _positive(self, "src_vocab_size", "tgt_vocab_size", "d_model", "num_heads", "ffn_hidden",
-                  "max_len")
-        _check(self.num_encoder_layers >= 1 and self.num_decoder_layers >= 1,
-               "TransformerConfig needs at least one encoder and one decoder layer")
-        _probability(self, "dropout", "attention_dropout")
-        _check(self.d_model % self.num_heads == 0,
-               f"TransformerConfig.d_model={self.d_model} is not divisible by "
-               f"num_heads={self.num_heads}")
-        _choice(self, "positional", ("sinusoidal", "learned", "rotary"))
-        _choice(self, "activation", ("relu", "gelu"))
-        _choice(self, "tie_embeddings", ("none", "decoder", "all"))
+        require_positive(
+            self,
+            "src_vocab_size",
+            "tgt_vocab_size",
+            "d_model",
+            "num_heads",
+            "ffn_hidden",
+            "max_len",
+        )
+        require(
+            self.num_encoder_layers >= 1 and self.num_decoder_layers >= 1,
+            "TransformerConfig needs at least one encoder and one decoder layer",
+        )
+        require_probability(self, "dropout", "attention_dropout")
+        require(
+            self.d_model % self.num_heads == 0,
+            f"TransformerConfig.d_model={self.d_model} is not divisible by "
+            f"num_heads={self.num_heads}",
+        )
+        require_choice(self, "positional", ("sinusoidal", "learned", "rotary"))
+        require_choice(self, "activation", ("relu", "gelu"))
+        require_choice(self, "tie_embeddings", ("none", "decoder", "all"))
         if self.tie_embeddings == "all":
-            _check(self.src_vocab_size == self.tgt_vocab_size,
-                   "tie_embeddings='all' needs a shared vocabulary (src_vocab_size == "
-                   "tgt_vocab_size); use tie_embeddings='decoder' or a shared tokenizer")
+            require(
+                self.src_vocab_size == self.tgt_vocab_size,
+                "tie_embeddings='all' needs a shared vocabulary (src_vocab_size == "
+                "tgt_vocab_size); use tie_embeddings='decoder' or a shared tokenizer",
+            )
 
 
 @dataclass(frozen=True)
@@ -119,34 +143,10 @@ class BahdanauConfig:
     pad_id: int = 0
 
     def __post_init__(self) -> None:
-        _positive(self, "src_vocab_size", "tgt_vocab_size", "embed_size", "num_hiddens",
-                  "num_layers")
-        _probability(self, "dropout")
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """Where sentence pairs come from and how they are tokenized."""
-
-    source: str = "dates"
-    valid: str | None = None
-    tokenizer: str = "bpe"
-    vocab_size: int = 8000
-    shared_vocab: bool = True
-    split_digits: bool = False
-    min_freq: int = 2
-    lowercase: bool = True
-    tidy_source_punctuation: bool = True
-    max_len: int = 128
-    num_examples: int = 20000
-    valid_fraction: float = 0.05
-    valid_limit: int | None = None
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        _choice(self, "tokenizer", ("word", "bpe", "unigram"))
-        _positive(self, "vocab_size", "min_freq", "max_len", "num_examples")
-        _probability(self, "valid_fraction")
+        require_positive(
+            self, "src_vocab_size", "tgt_vocab_size", "embed_size", "num_hiddens", "num_layers"
+        )
+        require_probability(self, "dropout")
 
 
 @dataclass(frozen=True)
@@ -173,21 +173,47 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True
     compile: bool = False
+    #: what the cosine schedule is planned over: ``steps`` (epochs x batches) or ``time``
+    #: (the fraction of ``time_budget`` spent, for runs stopped by their budget)
+    schedule_horizon: str = "steps"
 
     def __post_init__(self) -> None:
-        _positive(self, "epochs", "max_tokens", "lr", "accum_steps", "keep_best", "log_every")
-        _choice(self, "schedule", ("inverse_sqrt", "cosine", "constant"))
-        _probability(self, "label_smoothing")
-        _check(self.warmup_steps >= 0, f"TrainConfig.warmup_steps must be >= 0, got "
-               f"{self.warmup_steps}")
-        _check(self.clip_norm >= 0, f"TrainConfig.clip_norm must be >= 0, got {self.clip_norm}")
-        _check(self.time_budget is None or self.time_budget > 0,
-               f"TrainConfig.time_budget must be > 0 seconds, got {self.time_budget}")
-        _check(self.keep_last >= 0, f"TrainConfig.keep_last must be >= 0, got {self.keep_last}")
-        _check(self.eval_every is None or self.eval_every >= 1,
-               f"TrainConfig.eval_every must be >= 1 steps (or unset), got {self.eval_every}")
-        _check(self.patience is None or self.patience >= 1,
-               f"TrainConfig.patience must be >= 1 validations (or unset), got {self.patience}")
+        require_positive(
+            self, "epochs", "max_tokens", "lr", "accum_steps", "keep_best", "log_every"
+        )
+        require_choice(self, "schedule_horizon", ("steps", "time"))
+        if self.schedule_horizon == "time":
+            require(
+                self.schedule == "cosine",
+                f"TrainConfig.schedule_horizon='time' plans the cosine decay; it does "
+                f"nothing for schedule={self.schedule!r}: set schedule='cosine' or "
+                "schedule_horizon='steps'",
+            )
+            require(
+                self.time_budget is not None,
+                "TrainConfig.schedule_horizon='time' needs a time_budget (--time-budget) "
+                "to plan the decay over; set one or use schedule_horizon='steps'",
+            )
+        require_choice(self, "schedule", ("inverse_sqrt", "cosine", "constant"))
+        require_probability(self, "label_smoothing")
+        require(
+            self.warmup_steps >= 0,
+            f"TrainConfig.warmup_steps must be >= 0, got {self.warmup_steps}",
+        )
+        require(self.clip_norm >= 0, f"TrainConfig.clip_norm must be >= 0, got {self.clip_norm}")
+        require(
+            self.time_budget is None or self.time_budget > 0,
+            f"TrainConfig.time_budget must be > 0 seconds, got {self.time_budget}",
+        )
+        require(self.keep_last >= 0, f"TrainConfig.keep_last must be >= 0, got {self.keep_last}")
+        require(
+            self.eval_every is None or self.eval_every >= 1,
+            f"TrainConfig.eval_every must be >= 1 steps (or unset), got {self.eval_every}",
+        )
+        require(
+            self.patience is None or self.patience >= 1,
+            f"TrainConfig.patience must be >= 1 validations (or unset), got {self.patience}",
+        )
 
 
 @dataclass(frozen=True)
@@ -205,25 +231,13 @@ class DecodeConfig:
     no_repeat_ngram: int = 0
 
     def __post_init__(self) -> None:
-        _positive(self, "beam_size", "n_best")
-        _check(self.n_best <= self.beam_size,
-               f"DecodeConfig.n_best={self.n_best} cannot exceed beam_size={self.beam_size}")
-        _choice(self, "length_penalty_kind", ("gnmt", "average", "none"))
-        _check(self.no_repeat_ngram >= 0, "DecodeConfig.no_repeat_ngram must be >= 0")
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """Everything needed to rebuild a translation run from its folder."""
-
-    model_type: str = "transformer"
-    model: dict[str, Any] = field(default_factory=dict)
-    data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    decode: DecodeConfig = field(default_factory=DecodeConfig)
-
-    def __post_init__(self) -> None:
-        _choice(self, "model_type", ("transformer", "bahdanau"))
+        require_positive(self, "beam_size", "n_best")
+        require(
+            self.n_best <= self.beam_size,
+            f"DecodeConfig.n_best={self.n_best} cannot exceed beam_size={self.beam_size}",
+        )
+        require_choice(self, "length_penalty_kind", ("gnmt", "average", "none"))
+        require(self.no_repeat_ngram >= 0, "DecodeConfig.no_repeat_ngram must be >= 0")
 
 
 def _matches(value: Any, hint: Any) -> bool:
@@ -266,14 +280,17 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
         for old, new in renamed.items():
             if old in data:
                 if new in data:
-                    raise ConfigError(f"{where or cls.__name__}: both {old!r} and its new name "
-                                      f"{new!r} are given; keep only {new!r}")
+                    raise ConfigError(
+                        f"{where or cls.__name__}: both {old!r} and its new name "
+                        f"{new!r} are given; keep only {new!r}"
+                    )
                 data = {**{k: v for k, v in data.items() if k != old}, new: data[old]}
     names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ConfigError(f"{where or cls.__name__}: unknown key(s) {unknown}; known keys are "
-                          f"{sorted(names)}")
+        raise ConfigError(
+            f"{where or cls.__name__}: unknown key(s) {unknown}; known keys are {sorted(names)}"
+        )
     hints = get_type_hints(cls)
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
@@ -317,8 +334,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     result = json.loads(json.dumps(data))
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. "
-                              "model.num_encoder_layers=2")
+            raise ConfigError(
+                f"--set {item!r}: expected section.key=value, e.g. model.num_encoder_layers=2"
+            )
         path, value = item.split("=", 1)
         parts = path.strip().split(".")
         node = result
@@ -367,23 +385,35 @@ class EncoderConfig:
     pad_id: int = 0
 
     def __post_init__(self) -> None:
-        _positive(self, "vocab_size", "d_model", "num_heads", "ffn_hidden", "num_layers",
-                  "max_len", "type_vocab_size", "layer_norm_eps")
-        _probability(self, "dropout", "attention_dropout")
-        _choice(self, "activation", ("relu", "gelu", "gelu_tanh"))
-        _check(self.d_model % self.num_heads == 0,
-               f"EncoderConfig.d_model={self.d_model} is not divisible by "
-               f"num_heads={self.num_heads}")
-        _check(0 <= self.pad_id < self.vocab_size,
-               f"EncoderConfig.pad_id must be in [0, vocab_size={self.vocab_size}), got "
-               f"{self.pad_id}")
+        require_positive(
+            self,
+            "vocab_size",
+            "d_model",
+            "num_heads",
+            "ffn_hidden",
+            "num_layers",
+            "max_len",
+            "type_vocab_size",
+            "layer_norm_eps",
+        )
+        require_probability(self, "dropout", "attention_dropout")
+        require_choice(self, "activation", ("relu", "gelu", "gelu_tanh"))
+        require(
+            self.d_model % self.num_heads == 0,
+            f"EncoderConfig.d_model={self.d_model} is not divisible by num_heads={self.num_heads}",
+        )
+        require(
+            0 <= self.pad_id < self.vocab_size,
+            f"EncoderConfig.pad_id must be in [0, vocab_size={self.vocab_size}), got {self.pad_id}",
+        )
 
 
 @dataclass(frozen=True)
 class ViTConfig:
     """Vision Transformer (Dosovitskiy et al., 2021). ViT-B/16: image 224, patch 16, d_model 768,
     num_layers 12, num_heads 12, ffn_hidden 3072 (the paper's hidden size D, layers, heads and
-    MLP size). Runs written with the paper's names (dim, depth, heads, mlp_dim) still load. Defaults suit the 8x8 scikit-learn digits.
+    MLP size). Runs written with the paper's names (dim, depth, heads, mlp_dim) still load.
+    Defaults suit the 8x8 scikit-learn digits.
 
     ``pos_embedding``: ``learned1d`` (one learned row per token, class token included),
     ``learned2d`` (a learned (row, col) grid for the patches), ``sincos2d`` (fixed 2-D sine-cosine
@@ -407,22 +437,42 @@ class ViTConfig:
 
     #: Names used by attnkit 0.1.0 (and the ViT paper) that load as the current ones.
     RENAMED_FIELDS: typing.ClassVar[dict[str, str]] = {
-        "dim": "d_model", "depth": "num_layers", "heads": "num_heads", "mlp_dim": "ffn_hidden"}
+        "dim": "d_model",
+        "depth": "num_layers",
+        "heads": "num_heads",
+        "mlp_dim": "ffn_hidden",
+    }
 
     def __post_init__(self) -> None:
-        _positive(self, "image_size", "patch_size", "in_channels", "num_classes", "d_model",
-                  "num_layers", "num_heads", "ffn_hidden", "layer_norm_eps")
-        _probability(self, "dropout", "attention_dropout")
-        _check(self.image_size % self.patch_size == 0,
-               f"ViTConfig.image_size={self.image_size} is not divisible by "
-               f"patch_size={self.patch_size}; choose a patch_size that divides the image size")
-        _check(self.d_model % self.num_heads == 0,
-               f"ViTConfig.d_model={self.d_model} is not divisible by num_heads={self.num_heads}; choose num_heads "
-               "among the divisors of d_model")
-        _choice(self, "pos_embedding", ("learned1d", "learned2d", "sincos2d"))
-        _choice(self, "pool", ("cls", "mean"))
-        _check(self.pos_embedding != "sincos2d" or self.d_model % 4 == 0,
-               f"ViTConfig.d_model={self.d_model} must be divisible by 4 for pos_embedding='sincos2d'")
+        require_positive(
+            self,
+            "image_size",
+            "patch_size",
+            "in_channels",
+            "num_classes",
+            "d_model",
+            "num_layers",
+            "num_heads",
+            "ffn_hidden",
+            "layer_norm_eps",
+        )
+        require_probability(self, "dropout", "attention_dropout")
+        require(
+            self.image_size % self.patch_size == 0,
+            f"ViTConfig.image_size={self.image_size} is not divisible by "
+            f"patch_size={self.patch_size}; choose a patch_size that divides the image size",
+        )
+        require(
+            self.d_model % self.num_heads == 0,
+            f"ViTConfig.d_model={self.d_model} is not divisible by num_heads={self.num_heads}; "
+            "choose num_heads among the divisors of d_model",
+        )
+        require_choice(self, "pos_embedding", ("learned1d", "learned2d", "sincos2d"))
+        require_choice(self, "pool", ("cls", "mean"))
+        require(
+            self.pos_embedding != "sincos2d" or self.d_model % 4 == 0,
+            f"ViTConfig.d_model={self.d_model} must be divisible by 4 for pos_embedding='sincos2d'",
+        )
 
 
 def merge_config_file(base: dict[str, Any], path: str | Path) -> dict[str, Any]:
@@ -433,3 +483,57 @@ def merge_config_file(base: dict[str, Any], path: str | Path) -> dict[str, Any]:
         else:
             base[section] = values
     return base
+
+
+@dataclass(frozen=True)
+class DecoderLMConfig:
+    """Decoder-only (GPT-style) language model: token embedding, positions, ``num_layers`` pre-LN
+    causal self-attention blocks, a final LayerNorm and an output projection tied to the token
+    embedding. ``max_len`` is the context (block) size. ``positional``: ``learned`` (GPT-2),
+    ``rotary`` (RoFormer) or ``alibi`` (Press et al.). ``vocab_size`` comes from the tokenizer.
+    ``pad_id`` is the padding id (its embedding starts at zero, the loss ignores it); None when
+    the tokenizer has no padding."""
+
+    vocab_size: int
+    d_model: int = 128
+    num_heads: int = 4
+    ffn_hidden: int = 512
+    num_layers: int = 4
+    max_len: int = 256
+    dropout: float = 0.0
+    attention_dropout: float = 0.0
+    positional: str = "learned"
+    activation: str = "gelu"
+    bias: bool = True
+    layer_norm_eps: float = 1e-5
+    pad_id: int | None = 0
+
+    def __post_init__(self) -> None:
+        require_positive(
+            self,
+            "vocab_size",
+            "d_model",
+            "num_heads",
+            "ffn_hidden",
+            "num_layers",
+            "max_len",
+            "layer_norm_eps",
+        )
+        require_probability(self, "dropout", "attention_dropout")
+        require_choice(self, "positional", ("learned", "rotary", "alibi"))
+        require_choice(self, "activation", ("relu", "gelu", "gelu_tanh"))
+        require(
+            self.d_model % self.num_heads == 0,
+            f"DecoderLMConfig.d_model={self.d_model} is not divisible by "
+            f"num_heads={self.num_heads}; choose num_heads among the divisors of d_model",
+        )
+        require(
+            self.positional != "rotary" or (self.d_model // self.num_heads) % 2 == 0,
+            f"DecoderLMConfig: positional='rotary' needs an even head size, got "
+            f"d_model // num_heads = {self.d_model // self.num_heads}",
+        )
+        require(
+            self.pad_id is None or 0 <= self.pad_id < self.vocab_size,
+            f"DecoderLMConfig.pad_id must be in [0, vocab_size={self.vocab_size}) or None, "
+            f"got {self.pad_id}",
+        )

@@ -102,8 +102,9 @@ def masked_softmax(
     return weights * mask  # zero for masked keys and empty rows
 
 
-def uses_math_path(queries: Tensor, keys: Tensor, need_weights: bool = False,
-                   kernel: str = "auto") -> bool:
+def uses_math_path(
+    queries: Tensor, keys: Tensor, need_weights: bool = False, kernel: str = "auto"
+) -> bool:
     """Whether :func:`attention` takes the math path for these inputs (else SDPA).
 
     Args:
@@ -175,8 +176,9 @@ def attention(
     if mask is not None or valid_lens is not None:
         scores_shape = torch.Size((*queries.shape[:-1], key_len))
         mask = _combine(mask, valid_lens, scores_shape, queries.device)
-    if is_causal and (mask is not None or math_path or query_len != key_len
-                      or attn_bias is not None):
+    if is_causal and (
+        mask is not None or math_path or query_len != key_len or attn_bias is not None
+    ):
         future = torch.ones(query_len, key_len, dtype=torch.bool, device=queries.device)
         future = future.tril(diagonal=key_len - query_len)  # (L, S)
         mask = future if mask is None else mask & future
@@ -203,7 +205,12 @@ def attention(
             bias = bias.masked_fill(~sdpa_mask, float("-inf"))
         sdpa_mask = bias
     out = F.scaled_dot_product_attention(
-        queries, keys, values, attn_mask=sdpa_mask, dropout_p=dropout_p, is_causal=is_causal,
+        queries,
+        keys,
+        values,
+        attn_mask=sdpa_mask,
+        dropout_p=dropout_p,
+        is_causal=is_causal,
         scale=scale,
     )  # (B, .., L, Dv)
     if row_has_key is not None:

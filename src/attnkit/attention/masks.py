@@ -52,9 +52,7 @@ def check_valid_lens(valid_lens: Tensor, max_len: int, name: str = "valid_lens")
         else:
             raise ValueError(f"{name} must hold integer lengths, got dtype {valid_lens.dtype}")
     if valid_lens.dim() not in (1, 2):
-        raise ValueError(
-            f"{name} must have shape (B,) or (B, L), got {tuple(valid_lens.shape)}"
-        )
+        raise ValueError(f"{name} must have shape (B,) or (B, L), got {tuple(valid_lens.shape)}")
     if valid_lens.numel() and (int(valid_lens.min()) < 0 or int(valid_lens.max()) > max_len):
         raise ValueError(
             f"{name} must lie in [0, {max_len}] (the key length), got values in "

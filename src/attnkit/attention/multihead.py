@@ -104,6 +104,7 @@ class MultiHeadAttention(nn.Module):
         self,
         d_model: int,
         num_heads: int,
+        *,
         dropout: float = 0.0,
         bias: bool = True,
         kdim: int | None = None,
@@ -171,8 +172,10 @@ class MultiHeadAttention(nn.Module):
         if keys is values:
             k, v = self._linear_part(keys, slice(d, 3 * d)).chunk(2, dim=-1)  # (B, S, D) each
             return self._split(k), self._split(v)
-        return (self._split(self._linear_part(keys, slice(d, 2 * d))),
-                self._split(self._linear_part(values, slice(2 * d, 3 * d))))
+        return (
+            self._split(self._linear_part(keys, slice(d, 2 * d))),
+            self._split(self._linear_part(values, slice(2 * d, 3 * d))),
+        )
 
     def _project_all(self, queries: Tensor, keys: Tensor, values: Tensor) -> tuple[Tensor, ...]:
         if self.packed and queries is keys and keys is values:
@@ -233,9 +236,15 @@ class MultiHeadAttention(nn.Module):
         if mask is not None and mask.dim() == 3:
             mask = mask.unsqueeze(1)  # (B, 1, L, S)
         out, weights = attention(
-            q, k, v, mask=mask, valid_lens=valid_lens, attn_bias=attn_bias,
+            q,
+            k,
+            v,
+            mask=mask,
+            valid_lens=valid_lens,
+            attn_bias=attn_bias,
             is_causal=is_causal and q.shape[2] > 1,
-            dropout_p=self.dropout if self.training else 0.0, need_weights=need_weights,
+            dropout_p=self.dropout if self.training else 0.0,
+            need_weights=need_weights,
         )  # (B, H, L, Dh)
         b, _, length, _ = out.shape
         out = out.transpose(1, 2).reshape(b, length, self.d_model)  # (B, L, D)
@@ -269,8 +278,14 @@ class MultiHeadAttention(nn.Module):
         if module.bias_k is not None or module.add_zero_attn:
             raise ValueError("from_torch: add_bias_kv and add_zero_attn are not supported")
         has_bias = module.in_proj_bias is not None
-        new = cls(module.embed_dim, module.num_heads, dropout=module.dropout, bias=has_bias,
-                  kdim=module.kdim, vdim=module.vdim)
+        new = cls(
+            module.embed_dim,
+            module.num_heads,
+            dropout=module.dropout,
+            bias=has_bias,
+            kdim=module.kdim,
+            vdim=module.vdim,
+        )
         with torch.no_grad():
             if new.packed:
                 new.in_proj.weight.copy_(module.in_proj_weight)
@@ -278,9 +293,11 @@ class MultiHeadAttention(nn.Module):
                     new.in_proj.bias.copy_(module.in_proj_bias)
             else:
                 d = module.embed_dim
-                for lin, w, part in ((new.q_proj, module.q_proj_weight, slice(0, d)),
-                                     (new.k_proj, module.k_proj_weight, slice(d, 2 * d)),
-                                     (new.v_proj, module.v_proj_weight, slice(2 * d, 3 * d))):
+                for lin, w, part in (
+                    (new.q_proj, module.q_proj_weight, slice(0, d)),
+                    (new.k_proj, module.k_proj_weight, slice(d, 2 * d)),
+                    (new.v_proj, module.v_proj_weight, slice(2 * d, 3 * d)),
+                ):
                     lin.weight.copy_(w)
                     if has_bias:
                         lin.bias.copy_(module.in_proj_bias[part])
@@ -293,8 +310,13 @@ class MultiHeadAttention(nn.Module):
         """Return an equivalent ``nn.MultiheadAttention(batch_first=True)`` with copied weights."""
         has_bias = self.out_proj.bias is not None
         module = nn.MultiheadAttention(
-            self.d_model, self.num_heads, dropout=self.dropout, bias=has_bias,
-            kdim=self.kdim, vdim=self.vdim, batch_first=True,
+            self.d_model,
+            self.num_heads,
+            dropout=self.dropout,
+            bias=has_bias,
+            kdim=self.kdim,
+            vdim=self.vdim,
+            batch_first=True,
         )
         d = self.d_model
         with torch.no_grad():
@@ -303,9 +325,11 @@ class MultiHeadAttention(nn.Module):
                 if has_bias:
                     module.in_proj_bias.copy_(self.in_proj.bias)
             else:
-                for lin, w, part in ((self.q_proj, module.q_proj_weight, slice(0, d)),
-                                     (self.k_proj, module.k_proj_weight, slice(d, 2 * d)),
-                                     (self.v_proj, module.v_proj_weight, slice(2 * d, 3 * d))):
+                for lin, w, part in (
+                    (self.q_proj, module.q_proj_weight, slice(0, d)),
+                    (self.k_proj, module.k_proj_weight, slice(d, 2 * d)),
+                    (self.v_proj, module.v_proj_weight, slice(2 * d, 3 * d)),
+                ):
                     w.copy_(lin.weight)
                     if has_bias:
                         module.in_proj_bias[part].copy_(lin.bias)
@@ -315,5 +339,7 @@ class MultiHeadAttention(nn.Module):
         return module.to(self.out_proj.weight.device)
 
     def extra_repr(self) -> str:
-        return (f"d_model={self.d_model}, num_heads={self.num_heads}, dropout={self.dropout}, "
-                f"kdim={self.kdim}, vdim={self.vdim}")
+        return (
+            f"d_model={self.d_model}, num_heads={self.num_heads}, dropout={self.dropout}, "
+            f"kdim={self.kdim}, vdim={self.vdim}"
+        )

@@ -74,8 +74,13 @@ class DotProductAttention(nn.Module):
                 f"{tuple(queries.shape)} and {tuple(keys.shape)}; use AdditiveAttention otherwise"
             )
         return attention(
-            queries, keys, values, mask=mask, valid_lens=valid_lens,
-            dropout_p=self.dropout if self.training else 0.0, need_weights=need_weights,
+            queries,
+            keys,
+            values,
+            mask=mask,
+            valid_lens=valid_lens,
+            dropout_p=self.dropout if self.training else 0.0,
+            need_weights=need_weights,
         )
 
 
@@ -90,11 +95,14 @@ class AdditiveAttention(nn.Module):
     """
 
     def __init__(
-        self, key_size: int, query_size: int, num_hiddens: int, dropout: float = 0.0
+        self, key_size: int, query_size: int, num_hiddens: int, *, dropout: float = 0.0
     ) -> None:
         super().__init__()
-        for name, value in (("key_size", key_size), ("query_size", query_size),
-                            ("num_hiddens", num_hiddens)):
+        for name, value in (
+            ("key_size", key_size),
+            ("query_size", query_size),
+            ("num_hiddens", num_hiddens),
+        ):
             if value <= 0:
                 raise ValueError(f"{name} must be positive, got {value}")
         self.W_k = nn.Linear(key_size, num_hiddens, bias=False)
@@ -142,8 +150,10 @@ class AdditiveAttention(nn.Module):
         q = self.W_q(queries)  # (B, L, h)
         k = self.project_keys(keys) if projected_keys is None else projected_keys  # (B, S, h)
         if k.shape != (*keys.shape[:2], self.W_k.out_features):
-            raise ValueError(f"projected_keys must be (B, S, {self.W_k.out_features}) for keys "
-                             f"{tuple(keys.shape)}, got {tuple(k.shape)}")
+            raise ValueError(
+                f"projected_keys must be (B, S, {self.W_k.out_features}) for keys "
+                f"{tuple(keys.shape)}, got {tuple(k.shape)}"
+            )
         features = torch.tanh(q.unsqueeze(2) + k.unsqueeze(1))  # (B, L, S, h)
         scores = self.w_v(features).squeeze(-1)  # (B, L, S)
         weights = masked_softmax(scores, valid_lens=valid_lens, mask=mask)  # (B, L, S)

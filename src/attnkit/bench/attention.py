@@ -6,8 +6,10 @@ Candidates, all self-attention with the same weights and no mask:
 * ``mha``     ``nn.MultiheadAttention(batch_first=True)`` called the default way
   (``need_weights=True``: it builds and averages the (L, S) weights)
 * ``mha_nw``  the same module called with ``need_weights=False``
-* ``plain``   :class:`PlainSDPA`, the smallest fast module: one qkv Linear, SDPA, one out Linear
-* ``naive``   :class:`NaiveAttention`, the course's formulation: (B*H, T, T) scores by bmm
+* ``plain``   :class:`~attnkit.bench.references.PlainSDPA`, the smallest fast module: one qkv
+  Linear, SDPA, one out Linear
+* ``naive``   :class:`~attnkit.bench.references.NaiveAttention`, the course's formulation:
+  (B*H, T, T) scores by bmm
 * ``plain2``  a second ``plain``: an A/A control whose ratio to ``plain`` is pure timing noise
 
 Timing (:func:`time_interleaved`): in every repetition each candidate runs once, in an order that
@@ -25,17 +27,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnkit.attention import MultiHeadAttention
+from attnkit.bench.references import NaiveAttention, PlainSDPA
 from attnkit.bench.timing import sync
 
 __all__ = [
     "CANDIDATES",
     "AttentionRow",
-    "NaiveAttention",
-    "PlainSDPA",
     "activation_memory",
     "bench_attention",
     "build_candidates",
@@ -49,50 +49,16 @@ __all__ = [
 CANDIDATES = ("ours", "mha", "mha_nw", "plain", "naive", "plain2")
 
 
-class PlainSDPA(nn.Module):
-    """The smallest fast self-attention: one qkv Linear, SDPA, one output Linear.
-
-    Args:
-        d_model: D. num_heads: H (divides D).
-    """
-
-    def __init__(self, d_model: int, num_heads: int) -> None:
-        super().__init__()
-        self.num_heads = num_heads
-        self.qkv = nn.Linear(d_model, 3 * d_model)
-        self.out = nn.Linear(d_model, d_model)
-
-    def heads(self, x: Tensor) -> Tensor:
-        """(B, T, D) -> (B, H, T, Dh)."""
-        b, t, d = x.shape
-        return x.view(b, t, self.num_heads, d // self.num_heads).transpose(1, 2)  # (B, H, T, Dh)
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Self-attention. Shapes: (B, T, D) -> (B, T, D)."""
-        b, t, d = x.shape
-        q, k, v = self.qkv(x).chunk(3, dim=-1)  # (B, T, D) each
-        y = F.scaled_dot_product_attention(self.heads(q), self.heads(k), self.heads(v))
-        return self.out(y.transpose(1, 2).reshape(b, t, d))  # (B, T, D)
-
-
-class NaiveAttention(PlainSDPA):
-    """Materialises the (B*H, T, T) weights with bmm and softmax, as the course's code does."""
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Self-attention. Shapes: (B, T, D) -> (B, T, D)."""
-        b, t, d = x.shape
-        h, dh = self.num_heads, d // self.num_heads
-        q, k, v = (z.reshape(b * h, t, dh) for z in map(self.heads, self.qkv(x).chunk(3, -1)))
-        scores = torch.bmm(q, k.transpose(1, 2)) / math.sqrt(dh)  # (B*H, T, T)
-        y = torch.bmm(torch.softmax(scores, dim=-1), v)  # (B*H, T, Dh)
-        return self.out(y.view(b, h, t, dh).transpose(1, 2).reshape(b, t, d))  # (B, T, D)
-
-
 Call = Callable[[Tensor], Tensor]
 
 
-def build_candidates(d_model: int, num_heads: int, device: torch.device | str = "cpu",
-                     dtype: torch.dtype = torch.float32) -> dict[str, tuple[nn.Module, Call]]:
+def build_candidates(
+    d_model: int,
+    num_heads: int,
+    *,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> dict[str, tuple[nn.Module, Call]]:
     """Every candidate with identical weights, each as ``(module, call x -> output)``.
 
     Shapes: the calls map x (B, T, D) -> (B, T, D).
@@ -100,8 +66,9 @@ def build_candidates(d_model: int, num_heads: int, device: torch.device | str = 
     torch.manual_seed(0)
     ours = MultiHeadAttention(d_model, num_heads)
     mha = ours.to_torch()
-    plain, naive, plain2 = (cls(d_model, num_heads) for cls in (PlainSDPA, NaiveAttention,
-                                                                 PlainSDPA))
+    plain, naive, plain2 = (
+        cls(d_model, num_heads) for cls in (PlainSDPA, NaiveAttention, PlainSDPA)
+    )
     with torch.no_grad():
         for m in (plain, naive, plain2):
             m.qkv.weight.copy_(ours.in_proj.weight)
@@ -119,8 +86,11 @@ def build_candidates(d_model: int, num_heads: int, device: torch.device | str = 
     }
 
 
-def make_step(module: nn.Module, call: Call, x: Tensor, backward: bool) -> Callable[[], None]:
-    """A no-argument step: forward under inference mode, or forward + backward into the params."""
+def make_step(module: nn.Module, call: Call, x: Tensor, *, backward: bool) -> Callable[[], None]:
+    """A no-argument step: forward under inference mode, or forward + backward into the params.
+
+    Shapes: x (B, T, D), passed to ``call``.
+    """
     params = list(module.parameters())
 
     def fwd() -> None:
@@ -136,8 +106,13 @@ def make_step(module: nn.Module, call: Call, x: Tensor, backward: bool) -> Calla
     return fwd_bwd if backward else fwd
 
 
-def time_interleaved(steps: dict[str, Callable[[], None]], reps: int, min_s: float = 0.0,
-                     device: torch.device | str = "cpu") -> dict[str, list[float]]:
+def time_interleaved(
+    steps: dict[str, Callable[[], None]],
+    reps: int,
+    *,
+    min_s: float = 0.0,
+    device: torch.device | str = "cpu",
+) -> dict[str, list[float]]:
     """Seconds per call of each step, one sample per repetition.
 
     Each step is warmed up, then given an inner loop count that makes one sample last at least
@@ -154,7 +129,7 @@ def time_interleaved(steps: dict[str, Callable[[], None]], reps: int, min_s: flo
     samples: dict[str, list[float]] = {name: [] for name in steps}
     names = list(steps)
     for rep in range(reps):
-        for name in names[rep % len(names):] + names[: rep % len(names)]:
+        for name in names[rep % len(names) :] + names[: rep % len(names)]:
             sync(device)
             start = time.perf_counter()
             for _ in range(inner[name]):
@@ -197,7 +172,7 @@ def check_agreement(d_model: int = 64, num_heads: int = 8) -> float:
     return max(float((o - outs[0]).abs().max()) for o in outs)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class AttentionRow:
     """One shape of the benchmark: median ms per candidate and paired ratios ``ours / other``."""
 
@@ -209,11 +184,17 @@ class AttentionRow:
     ratios: dict[str, float] = field(default_factory=dict)  # mha, mha_nw, plain, noise
 
 
-def bench_attention(shapes: list[tuple[int, int, int]], num_heads: int = 8,
-                    modes: tuple[str, ...] = ("fwd", "fwd+bwd"), reps: int = 5,
-                    min_s: float = 0.02, naive_max_len: int = 256,
-                    device: torch.device | str = "cpu",
-                    dtype: torch.dtype = torch.float32) -> list[AttentionRow]:
+def bench_attention(
+    shapes: list[tuple[int, int, int]],
+    num_heads: int = 8,
+    *,
+    modes: tuple[str, ...] = ("fwd", "fwd+bwd"),
+    reps: int = 5,
+    min_s: float = 0.02,
+    naive_max_len: int = 256,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> list[AttentionRow]:
     """Time every candidate on every (B, T, D) shape in each mode.
 
     Args:
@@ -231,20 +212,28 @@ def bench_attention(shapes: list[tuple[int, int, int]], num_heads: int = 8,
     for mode in modes:
         for b, t, d in shapes:
             x = torch.randn(b, t, d, device=device, dtype=dtype)
-            built = build_candidates(d, num_heads, device, dtype)
-            steps = {name: make_step(m, call, x, mode == "fwd+bwd")
-                     for name, (m, call) in built.items()
-                     if name != "naive" or t <= naive_max_len}
-            samples = time_interleaved(steps, reps, min_s, device)
+            built = build_candidates(d, num_heads, device=device, dtype=dtype)
+            steps = {
+                name: make_step(m, call, x, backward=mode == "fwd+bwd")
+                for name, (m, call) in built.items()
+                if name != "naive" or t <= naive_max_len
+            }
+            samples = time_interleaved(steps, reps, min_s=min_s, device=device)
             ratios = {ref: paired_ratio(samples, "ours", ref) for ref in ("mha", "mha_nw", "plain")}
             ratios["noise"] = paired_ratio(samples, "plain2", "plain")
             ms = {name: 1e3 * statistics.median(s) for name, s in samples.items()}
-            rows.append(AttentionRow(mode, b, t, d, ms, ratios))
+            rows.append(AttentionRow(mode=mode, batch=b, length=t, d_model=d, ms=ms, ratios=ratios))
     return rows
 
 
-def activation_memory(d_model: int, num_heads: int, lengths: tuple[int, ...], batch: int,
-                      device: torch.device | str = "cpu") -> dict[str, dict[int, int]]:
+def activation_memory(
+    d_model: int,
+    num_heads: int,
+    lengths: tuple[int, ...],
+    *,
+    batch: int,
+    device: torch.device | str = "cpu",
+) -> dict[str, dict[int, int]]:
     """Bytes saved for backward by each candidate (``plain2`` left out) at each length T.
 
     Returns:
@@ -253,7 +242,7 @@ def activation_memory(d_model: int, num_heads: int, lengths: tuple[int, ...], ba
     memory: dict[str, dict[int, int]] = {c: {} for c in CANDIDATES if c != "plain2"}
     for t in lengths:
         x = torch.randn(batch, t, d_model, device=device)
-        built = build_candidates(d_model, num_heads, device)
+        built = build_candidates(d_model, num_heads, device=device)
         for name in memory:
             module, call = built[name]
             module.train()

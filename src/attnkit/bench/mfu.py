@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from torch.utils import flop_counter
 
+from attnkit.bench.references import TorchTransformerSeq2Seq
 from attnkit.bench.timing import alternate, median, sync
-from attnkit.config import TransformerConfig
 from attnkit.models.transformer import Transformer
 from attnkit.training.losses import Seq2SeqObjective
 from attnkit.training.optimizers import adamw
@@ -29,24 +29,38 @@ __all__ = ["count_flops", "matmul_ceiling", "measure_training_mfu"]
 _aten = torch.ops.aten
 
 
-def _cpu_sdpa_flops(query_shape: Any, key_shape: Any, value_shape: Any, *args: Any,
-                    out_shape: Any = None, **kwargs: Any) -> int:
+def _cpu_sdpa_flops(
+    query_shape: Any,
+    key_shape: Any,
+    value_shape: Any,
+    *args: Any,
+    out_shape: Any = None,
+    **kwargs: Any,
+) -> int:
     return flop_counter.sdpa_flop_count(query_shape, key_shape, value_shape)
 
 
-def _cpu_sdpa_backward_flops(grad_out_shape: Any, query_shape: Any, key_shape: Any,
-                             value_shape: Any, *args: Any, out_shape: Any = None,
-                             **kwargs: Any) -> int:
-    return flop_counter.sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape,
-                                                 value_shape)
+def _cpu_sdpa_backward_flops(
+    grad_out_shape: Any,
+    query_shape: Any,
+    key_shape: Any,
+    value_shape: Any,
+    *args: Any,
+    out_shape: Any = None,
+    **kwargs: Any,
+) -> int:
+    return flop_counter.sdpa_backward_flop_count(
+        grad_out_shape, query_shape, key_shape, value_shape
+    )
 
 
 def _custom_mapping() -> dict[Any, Any]:
     mapping: dict[Any, Any] = {}
     if hasattr(_aten, "_scaled_dot_product_flash_attention_for_cpu"):
         mapping[_aten._scaled_dot_product_flash_attention_for_cpu] = _cpu_sdpa_flops
-        mapping[_aten._scaled_dot_product_flash_attention_for_cpu_backward] = \
+        mapping[_aten._scaled_dot_product_flash_attention_for_cpu_backward] = (
             _cpu_sdpa_backward_flops
+        )
     return mapping
 
 
@@ -57,8 +71,13 @@ def count_flops(fn: Callable[[], object]) -> int:
     return int(counter.get_total_flops())
 
 
-def matmul_ceiling(device: torch.device | str = "cpu", dtype: torch.dtype | None = None,
-                   n: int | None = None, repeats: int = 5) -> float:
+def matmul_ceiling(
+    device: torch.device | str = "cpu",
+    *,
+    dtype: torch.dtype | None = None,
+    n: int | None = None,
+    repeats: int = 5,
+) -> float:
     """Measured FLOP/s of an (n, n) @ (n, n) matmul: the best this device does in practice.
 
     Args:
@@ -90,12 +109,21 @@ def matmul_ceiling(device: torch.device | str = "cpu", dtype: torch.dtype | None
     return 2 * n**3 / min(times)
 
 
-def measure_training_mfu(d_model: int = 512, num_heads: int = 8, ffn_hidden: int = 2048,
-                         num_layers: int = 2, batch: int = 32, src_len: int = 32,
-                         tgt_len: int = 32, vocab_size: int = 8000,
-                         device: torch.device | str = "cpu", repeats: int = 3,
-                         ceiling: float | None = None,
-                         reference: bool = False) -> dict[str, Any]:
+def measure_training_mfu(
+    *,
+    d_model: int = 512,
+    num_heads: int = 8,
+    ffn_hidden: int = 2048,
+    num_layers: int = 2,
+    batch: int = 32,
+    src_len: int = 32,
+    tgt_len: int = 32,
+    vocab_size: int = 8000,
+    device: torch.device | str = "cpu",
+    repeats: int = 3,
+    ceiling: float | None = None,
+    reference: bool = False,
+) -> dict[str, Any]:
     """Achieved FLOP/s of a Transformer training step as a fraction of the matmul ceiling.
 
     The step is forward, label-smoothed cross-entropy, backward and AdamW on unpadded random
@@ -119,14 +147,18 @@ def measure_training_mfu(d_model: int = 512, num_heads: int = 8, ffn_hidden: int
         and for the reference under ``"reference"``: ``seconds``, ``achieved`` (FLOP/s),
         ``mfu``, ``tokens_per_s`` (target tokens).
     """
-    from attnkit.bench.translation import TorchTransformerSeq2Seq, step_loss
+    from attnkit.bench.translation import step_loss, transformer_config
 
     device = torch.device(device)
-    cfg = TransformerConfig(src_vocab_size=vocab_size, tgt_vocab_size=vocab_size,
-                            d_model=d_model, num_heads=num_heads, ffn_hidden=ffn_hidden,
-                            num_encoder_layers=num_layers, num_decoder_layers=num_layers,
-                            dropout=0.1, norm_first=True, tie_embeddings="all",
-                            max_len=max(src_len, tgt_len))
+    layers = {"num_encoder_layers": num_layers, "num_decoder_layers": num_layers}
+    cfg = transformer_config(
+        vocab_size,
+        max_len=max(src_len, tgt_len),
+        d_model=d_model,
+        num_heads=num_heads,
+        ffn_hidden=ffn_hidden,
+        **layers,
+    )
     src = torch.randint(4, vocab_size, (batch, src_len), device=device)
     tgt = torch.randint(4, vocab_size, (batch, tgt_len + 1), device=device)
     mask = torch.ones_like(src, dtype=torch.bool)
@@ -138,10 +170,14 @@ def measure_training_mfu(d_model: int = 512, num_heads: int = 8, ffn_hidden: int
 
         def step() -> None:
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
-                loss = step_loss(model, src, tgt[:, :-1], mask, tgt[:, 1:])  # no padding here
+                # no padding here
+                loss = step_loss(
+                    model, src=src, tgt_in=tgt[:, :-1], src_mask=mask, tgt_out=tgt[:, 1:]
+                )
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
+
         return step
 
     torch.manual_seed(0)
@@ -155,11 +191,19 @@ def measure_training_mfu(d_model: int = 512, num_heads: int = 8, ffn_hidden: int
 
     def figures(name: str) -> dict[str, float]:
         seconds = median(times[name])
-        return {"seconds": seconds, "achieved": flops / seconds,
-                "mfu": flops / seconds / ceiling, "tokens_per_s": batch * tgt_len / seconds}
+        return {
+            "seconds": seconds,
+            "achieved": flops / seconds,
+            "mfu": flops / seconds / ceiling,
+            "tokens_per_s": batch * tgt_len / seconds,
+        }
 
-    out: dict[str, Any] = {"flops_per_step": flops, "ceiling": ceiling,
-                           "params": ours.num_parameters(), **figures("attnkit")}
+    out: dict[str, Any] = {
+        "flops_per_step": flops,
+        "ceiling": ceiling,
+        "params": ours.num_parameters(),
+        **figures("attnkit"),
+    }
     if reference:
         out["reference"] = figures("nn.Transformer")
     return out

@@ -17,11 +17,17 @@ def sync(device: torch.device | str) -> None:
         torch.cuda.synchronize()
 
 
-def alternate(candidates: dict[str, Callable[[], object]], repeats: int = 5, warmup: int = 1,
-              device: torch.device | str = "cpu") -> dict[str, list[float]]:
+def alternate(
+    candidates: dict[str, Callable[[], object]],
+    *,
+    repeats: int = 5,
+    warmup: int = 1,
+    device: torch.device | str = "cpu",
+) -> dict[str, list[float]]:
     """Time each candidate ``repeats`` times, interleaved (A B A B ...), after ``warmup`` rounds.
 
-    Returns seconds per call for every candidate.
+    Returns:
+        ``{name: [seconds of each timed call]}`` (``repeats`` values per candidate).
     """
     times: dict[str, list[float]] = {name: [] for name in candidates}
     for round_ in range(warmup + repeats):
@@ -36,4 +42,5 @@ def alternate(candidates: dict[str, Callable[[], object]], repeats: int = 5, war
 
 
 def median(values: list[float]) -> float:
+    """The median of a candidate's times (robust to a slow outlier round)."""
     return statistics.median(values)

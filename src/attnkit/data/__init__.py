@@ -36,6 +36,7 @@ from .corpora import (
 )
 from .dates import DATE_FORMATS, format_date, generate_dates
 from .errors import DataError
+from .sentences import join_sentences, split_sentences
 from .text import (
     BOS,
     BOS_ID,
@@ -51,7 +52,13 @@ from .text import (
     preprocess,
     tokenize_words,
 )
-from .tokenizers import SentencePieceTokenizer, Tokenizer, WordTokenizer, load_tokenizer
+from .tokenizers import (
+    CharTokenizer,
+    SentencePieceTokenizer,
+    Tokenizer,
+    WordTokenizer,
+    load_tokenizer,
+)
 
 __all__ = [
     "BOS",
@@ -71,6 +78,7 @@ __all__ = [
     "Example",
     "SentencePieceTokenizer",
     "TokenBucketSampler",
+    "CharTokenizer",
     "Tokenizer",
     "WordTokenizer",
     "collate",
@@ -82,6 +90,7 @@ __all__ = [
     "format_date",
     "generate_dates",
     "group_references",
+    "join_sentences",
     "load_corpus",
     "load_tokenizer",
     "make_batches",
@@ -91,5 +100,6 @@ __all__ = [
     "preprocess",
     "read_pairs",
     "split_pairs",
+    "split_sentences",
     "tokenize_words",
 ]

@@ -241,6 +241,7 @@ class TokenBucketSampler(Sampler[list[int]]):
         self,
         lengths: Sequence[int],
         max_tokens: int,
+        *,
         shuffle: bool = True,
         seed: int = 0,
         num_replicas: int = 1,
@@ -393,7 +394,12 @@ def make_batches(
         An iterator of :class:`Batch`.
     """
     sampler = TokenBucketSampler(
-        example_lengths(examples), max_tokens, shuffle, seed, num_replicas=num_replicas, rank=rank
+        example_lengths(examples),
+        max_tokens,
+        shuffle=shuffle,
+        seed=seed,
+        num_replicas=num_replicas,
+        rank=rank,
     )
     sampler.set_epoch(epoch)
     for indices in sampler:

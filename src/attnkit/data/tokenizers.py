@@ -1,11 +1,13 @@
 """Tokenizers: text <-> token ids, with the fixed special ids PAD=0, UNK=1, BOS=2, EOS=3.
 
-Two kinds share one interface (:class:`Tokenizer`):
+Three kinds share one interface (:class:`Tokenizer`):
 
 * :class:`WordTokenizer` — the course's word-level vocabulary over text normalised by
   :func:`~attnkit.data.text.preprocess`;
 * :class:`SentencePieceTokenizer` — BPE or unigram sub-words trained with the ``sentencepiece``
-  library.
+  library;
+* :class:`CharTokenizer` — one id per character of the training text, nothing normalised
+  (character-level language models).
 
 ``encode`` never adds BOS/EOS (batching does); ``decode`` stops at the first EOS and skips PAD and
 BOS. ``save(directory)`` writes ``tokenizer.json`` (naming the kind) plus the kind's own files, and
@@ -38,7 +40,13 @@ from .text import (
     tokenize_words,
 )
 
-__all__ = ["Tokenizer", "WordTokenizer", "SentencePieceTokenizer", "load_tokenizer"]
+__all__ = [
+    "Tokenizer",
+    "WordTokenizer",
+    "SentencePieceTokenizer",
+    "CharTokenizer",
+    "load_tokenizer",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +121,7 @@ class Tokenizer(ABC):
         self._save_files(directory)
         config = {"kind": self.kind, "format_version": _FORMAT_VERSION, **self._config()}
         (directory / CONFIG_FILE).write_text(
-            json.dumps(config, indent=2, ensure_ascii=False) + "\n"
+            json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
         )
         return directory
 
@@ -397,9 +405,83 @@ class SentencePieceTokenizer(Tokenizer):
         return f"SentencePieceTokenizer(vocab_size={self.vocab_size}, lowercase={self.lowercase})"
 
 
+class CharTokenizer(Tokenizer):
+    """One id per character: the specials, then the training text's characters in code-point
+    order (deterministic). Nothing is normalised: ``decode(encode(text)) == text`` for any text
+    made of known characters; unknown characters map to ``UNK_ID`` (see :meth:`unknown`).
+
+    Args:
+        chars: the vocabulary's characters (distinct, one character each), ids 4, 5, ...
+    """
+
+    kind = "char"
+
+    def __init__(self, chars: Sequence[str]):
+        chars = list(chars)
+        if any(len(c) != 1 for c in chars) or len(set(chars)) != len(chars):
+            raise ValueError(
+                "chars must be distinct single characters; build them with CharTokenizer.build"
+            )
+        self.chars = chars
+        self._index = {c: i for i, c in enumerate(chars, len(SPECIAL_TOKENS))}
+
+    @classmethod
+    def build(cls, texts: Iterable[str]) -> CharTokenizer:
+        """The vocabulary of every character in ``texts`` (the training text)."""
+        seen: set[str] = set()
+        for text in texts:
+            seen.update(text)
+        if not seen:
+            raise DataError("CharTokenizer.build: the training text is empty")
+        return cls(sorted(seen))
+
+    @property
+    def vocab_size(self) -> int:
+        return len(SPECIAL_TOKENS) + len(self.chars)
+
+    def unknown(self, text: str) -> list[str]:
+        """The distinct characters of ``text`` outside the vocabulary, in order of appearance."""
+        return list(dict.fromkeys(c for c in text if c not in self._index))
+
+    def encode(self, text: str) -> list[int]:
+        """One id per character (unknown ones -> ``UNK_ID``)."""
+        return [self._index.get(c, UNK_ID) for c in text]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        """The characters of ``ids`` up to the first EOS (PAD/BOS skipped, UNK shown as ``<unk>``)."""
+        return "".join(self.pieces(_strip_specials(ids)))
+
+    def pieces(self, ids: Iterable[int]) -> list[str]:
+        out = []
+        for i in _as_int_list(ids):
+            if not 0 <= i < self.vocab_size:
+                raise ValueError(f"id {i} out of range for a vocabulary of {self.vocab_size}")
+            specials = len(SPECIAL_TOKENS)
+            out.append(SPECIAL_TOKENS[i] if i < specials else self.chars[i - specials])
+        return out
+
+    def normalize(self, text: str) -> str:
+        """``text`` itself (nothing is normalised)."""
+        return text
+
+    def _config(self) -> dict[str, Any]:
+        return {"chars": "".join(self.chars)}
+
+    def _save_files(self, directory: Path) -> None:
+        pass  # the characters live in tokenizer.json
+
+    @classmethod
+    def _from_config(cls, config: dict[str, Any], directory: Path) -> CharTokenizer:
+        return cls(list(config["chars"]))
+
+    def __repr__(self) -> str:
+        return f"CharTokenizer(vocab_size={self.vocab_size})"
+
+
 _KINDS: dict[str, type[Tokenizer]] = {
     WordTokenizer.kind: WordTokenizer,
     SentencePieceTokenizer.kind: SentencePieceTokenizer,
+    CharTokenizer.kind: CharTokenizer,
 }
 
 
@@ -410,7 +492,7 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
         directory: the folder holding ``tokenizer.json``.
 
     Returns:
-        A :class:`WordTokenizer` or :class:`SentencePieceTokenizer`.
+        A :class:`WordTokenizer`, :class:`SentencePieceTokenizer` or :class:`CharTokenizer`.
     """
     path = Path(directory) / CONFIG_FILE
     if not path.is_file():

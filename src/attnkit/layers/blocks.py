@@ -41,8 +41,9 @@ class AddNorm(nn.Module):
 class _Residual(nn.Module):
     """One sublayer's residual wrapper, post-LN or pre-LN."""
 
-    def __init__(self, d_model: int, dropout: float, eps: float, norm_first: bool,
-                 bias: bool = True) -> None:
+    def __init__(
+        self, d_model: int, dropout: float, eps: float, norm_first: bool, bias: bool = True
+    ) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(d_model, eps=eps, bias=bias)
         self.dropout = Dropout(dropout)
@@ -81,6 +82,7 @@ class EncoderBlock(nn.Module):
         d_model: int,
         num_heads: int,
         ffn_hidden: int,
+        *,
         dropout: float = 0.1,
         attention_dropout: float = 0.0,
         ffn_dropout: float = 0.0,
@@ -91,10 +93,13 @@ class EncoderBlock(nn.Module):
         bias: bool = True,
     ) -> None:
         super().__init__()
-        self.self_attn = MultiHeadAttention(d_model, num_heads, dropout=attention_dropout,
-                                            bias=bias, rotary=rotary)
+        self.self_attn = MultiHeadAttention(
+            d_model, num_heads, dropout=attention_dropout, bias=bias, rotary=rotary
+        )
         self.attn_res = _Residual(d_model, dropout, layer_norm_eps, norm_first, bias)
-        self.ffn = PositionWiseFFN(d_model, ffn_hidden, activation, ffn_dropout, bias=bias)
+        self.ffn = PositionWiseFFN(
+            d_model, ffn_hidden, activation=activation, dropout=ffn_dropout, bias=bias
+        )
         self.ffn_res = _Residual(d_model, dropout, layer_norm_eps, norm_first, bias)
 
     def forward(
@@ -112,7 +117,7 @@ class EncoderBlock(nn.Module):
             x: (B, S, D); with a ``cache``: only the new positions, (B, L, D).
             mask: bool broadcastable to (B, H, S, S), True = may attend; typically (B, 1, 1, S).
             need_weights: return self-attention weights.
-            attn_bias: float bias broadcastable to (B, H, S, S) (with a cache: (B, H, L, S_total)).
+            attn_bias: float bias broadcastable to (B, H, S, S); with a cache (B, H, L, S_total).
             is_causal: mask future keys (aligned bottom-right, so cached steps see the past).
             cache: a growing :class:`KVCache` of earlier positions' keys/values (decoding).
 
@@ -121,8 +126,16 @@ class EncoderBlock(nn.Module):
             (B, H, L, S_total).
         """
         h = self.attn_res.pre(x)
-        y, weights = self.self_attn(h, h, h, mask=mask, need_weights=need_weights,
-                                    attn_bias=attn_bias, is_causal=is_causal, cache=cache)
+        y, weights = self.self_attn(
+            h,
+            h,
+            h,
+            mask=mask,
+            need_weights=need_weights,
+            attn_bias=attn_bias,
+            is_causal=is_causal,
+            cache=cache,
+        )
         x = self.attn_res.post(x, y)
         x = self.ffn_res.post(x, self.ffn(self.ffn_res.pre(x)))  # (B, S, D)
         return x, weights
@@ -151,6 +164,7 @@ class DecoderBlock(nn.Module):
         d_model: int,
         num_heads: int,
         ffn_hidden: int,
+        *,
         dropout: float = 0.1,
         attention_dropout: float = 0.0,
         ffn_dropout: float = 0.0,
@@ -160,12 +174,13 @@ class DecoderBlock(nn.Module):
         rotary: nn.Module | None = None,
     ) -> None:
         super().__init__()
-        self.self_attn = MultiHeadAttention(d_model, num_heads, dropout=attention_dropout,
-                                            rotary=rotary)
+        self.self_attn = MultiHeadAttention(
+            d_model, num_heads, dropout=attention_dropout, rotary=rotary
+        )
         self.self_res = _Residual(d_model, dropout, layer_norm_eps, norm_first)
         self.cross_attn = MultiHeadAttention(d_model, num_heads, dropout=attention_dropout)
         self.cross_res = _Residual(d_model, dropout, layer_norm_eps, norm_first)
-        self.ffn = PositionWiseFFN(d_model, ffn_hidden, activation, ffn_dropout)
+        self.ffn = PositionWiseFFN(d_model, ffn_hidden, activation=activation, dropout=ffn_dropout)
         self.ffn_res = _Residual(d_model, dropout, layer_norm_eps, norm_first)
 
     def forward(
@@ -191,13 +206,24 @@ class DecoderBlock(nn.Module):
         h = self.self_res.pre(x)
         # Target padding sits after the real tokens, so the causal mask alone keeps real
         # positions from seeing it; padded positions are ignored by the loss.
-        y, self_w = self.self_attn(h, h, h, is_causal=True, need_weights=need_weights,
-                                   cache=None if cache is None else cache.self_attn)
+        y, self_w = self.self_attn(
+            h,
+            h,
+            h,
+            is_causal=True,
+            need_weights=need_weights,
+            cache=None if cache is None else cache.self_attn,
+        )
         x = self.self_res.post(x, y)
         h = self.cross_res.pre(x)
-        y, cross_w = self.cross_attn(h, memory, memory, mask=memory_mask,
-                                     need_weights=need_weights,
-                                     cache=None if cache is None else cache.cross_attn)
+        y, cross_w = self.cross_attn(
+            h,
+            memory,
+            memory,
+            mask=memory_mask,
+            need_weights=need_weights,
+            cache=None if cache is None else cache.cross_attn,
+        )
         x = self.cross_res.post(x, y)
         x = self.ffn_res.post(x, self.ffn(self.ffn_res.pre(x)))  # (B, L, D)
         return x, (self_w, cross_w)

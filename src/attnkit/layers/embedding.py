@@ -21,8 +21,9 @@ class TokenEmbedding(nn.Module):
     same matrix can serve as the output projection (``Transformer.output_weight``).
     """
 
-    def __init__(self, vocab_size: int, d_model: int, pad_id: int | None = 0,
-                 scale: bool = True) -> None:
+    def __init__(
+        self, vocab_size: int, d_model: int, *, pad_id: int | None = 0, scale: bool = True
+    ) -> None:
         super().__init__()
         self.embedding = nn.Embedding(vocab_size, d_model, padding_idx=pad_id)
         nn.init.normal_(self.embedding.weight, mean=0.0, std=d_model**-0.5)

@@ -35,6 +35,7 @@ class PositionWiseFFN(nn.Module):
         self,
         d_model: int,
         ffn_hidden: int,
+        *,
         activation: str = "relu",
         dropout: float = 0.0,
         bias: bool = True,

@@ -1,4 +1,4 @@
-"""Models: encoder–decoder Transformer, GRU seq2seq with Bahdanau attention."""
+"""Models: encoder–decoder Transformer, GRU seq2seq with Bahdanau attention, decoder-only LM."""
 
 from __future__ import annotations
 
@@ -8,9 +8,18 @@ from torch import nn
 
 from attnkit.config import BahdanauConfig, TransformerConfig, from_dict
 from attnkit.models.bahdanau import BahdanauSeq2Seq
+from attnkit.models.decoder_lm import DecoderLM, LMCache
 from attnkit.models.transformer import DecoderCache, Transformer
 
-__all__ = ["BahdanauSeq2Seq", "DecoderCache", "Transformer", "build_seq2seq", "MODEL_CONFIGS"]
+__all__ = [
+    "BahdanauSeq2Seq",
+    "DecoderCache",
+    "DecoderLM",
+    "LMCache",
+    "Transformer",
+    "build_seq2seq",
+    "MODEL_CONFIGS",
+]
 
 MODEL_CONFIGS = {"transformer": TransformerConfig, "bahdanau": BahdanauConfig}
 

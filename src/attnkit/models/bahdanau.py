@@ -51,13 +51,20 @@ class BahdanauSeq2Seq(nn.Module):
         self.config = c = config
         gru_dropout = c.dropout if c.num_layers > 1 else 0.0
         self.src_embed = nn.Embedding(c.src_vocab_size, c.embed_size, padding_idx=c.pad_id)
-        self.encoder = nn.GRU(c.embed_size, c.num_hiddens, c.num_layers, batch_first=True,
-                              dropout=gru_dropout)
+        self.encoder = nn.GRU(
+            c.embed_size, c.num_hiddens, c.num_layers, batch_first=True, dropout=gru_dropout
+        )
         self.tgt_embed = nn.Embedding(c.tgt_vocab_size, c.embed_size, padding_idx=c.pad_id)
-        self.attention = AdditiveAttention(c.num_hiddens, c.num_hiddens, c.num_hiddens,
-                                           c.dropout)
-        self.decoder = nn.GRU(c.embed_size + c.num_hiddens, c.num_hiddens, c.num_layers,
-                              batch_first=True, dropout=gru_dropout)
+        self.attention = AdditiveAttention(
+            c.num_hiddens, c.num_hiddens, c.num_hiddens, dropout=c.dropout
+        )
+        self.decoder = nn.GRU(
+            c.embed_size + c.num_hiddens,
+            c.num_hiddens,
+            c.num_layers,
+            batch_first=True,
+            dropout=gru_dropout,
+        )
         self.init_state = nn.Linear(c.num_hiddens, c.num_layers * c.num_hiddens)
         self.dropout = Dropout(c.dropout)
         self.output = nn.Linear(c.num_hiddens, c.tgt_vocab_size)
@@ -70,11 +77,13 @@ class BahdanauSeq2Seq(nn.Module):
         x = self.dropout(self.src_embed(src))  # (B, S, E)
         if src_mask is not None:
             lengths = src_mask.sum(1).clamp(min=1).cpu()
-            packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True,
-                                                       enforce_sorted=False)
+            packed = nn.utils.rnn.pack_padded_sequence(
+                x, lengths, batch_first=True, enforce_sorted=False
+            )
             out, _ = self.encoder(packed)
-            memory, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True,
-                                                         total_length=src.shape[1])
+            memory, _ = nn.utils.rnn.pad_packed_sequence(
+                out, batch_first=True, total_length=src.shape[1]
+            )
         else:
             memory, _ = self.encoder(x)  # (B, S, H)
         return memory, ([] if need_weights else None)
@@ -118,8 +127,9 @@ class BahdanauSeq2Seq(nn.Module):
         outputs, all_weights = [], []
         for t in range(tgt.shape[1]):
             query = hidden[-1].unsqueeze(1)  # (B, 1, H)
-            context, w = self.attention(query, memory, memory, mask=mask,
-                                        projected_keys=cache.keys)  # (B, 1, H)
+            context, w = self.attention(
+                query, memory, memory, mask=mask, projected_keys=cache.keys
+            )  # (B, 1, H)
             step_in = torch.cat([context, embedded[:, t : t + 1]], dim=-1)  # (B, 1, H + E)
             out, hidden = self.decoder(step_in, hidden)  # (B, 1, H)
             outputs.append(out)

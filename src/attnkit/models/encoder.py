@@ -37,7 +37,7 @@ class EncoderEmbeddings(nn.Module):
     def __init__(self, config: EncoderConfig) -> None:
         super().__init__()
         c = config
-        self.word = TokenEmbedding(c.vocab_size, c.d_model, c.pad_id, scale=False)
+        self.word = TokenEmbedding(c.vocab_size, c.d_model, pad_id=c.pad_id, scale=False)
         self.positions = LearnedPositionalEmbedding(c.max_len, c.d_model, dropout=0.0)
         self.token_type = nn.Embedding(c.type_vocab_size, c.d_model)
         nn.init.normal_(self.token_type.weight, std=0.02)

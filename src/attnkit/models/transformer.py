@@ -68,31 +68,47 @@ class Transformer(nn.Module):
     def __init__(self, config: TransformerConfig) -> None:
         super().__init__()
         self.config = c = config
-        self.src_embed = TokenEmbedding(c.src_vocab_size, c.d_model, c.pad_id)
-        self.tgt_embed = (self.src_embed if c.tie_embeddings == "all"
-                          else TokenEmbedding(c.tgt_vocab_size, c.d_model, c.pad_id))
+        self.src_embed = TokenEmbedding(c.src_vocab_size, c.d_model, pad_id=c.pad_id)
+        self.tgt_embed = (
+            self.src_embed
+            if c.tie_embeddings == "all"
+            else TokenEmbedding(c.tgt_vocab_size, c.d_model, pad_id=c.pad_id)
+        )
         rotary = None
         if c.positional == "sinusoidal":
-            self.positions: nn.Module = SinusoidalPositionalEncoding(c.d_model, c.dropout,
-                                                                      c.max_len)
+            self.positions: nn.Module = SinusoidalPositionalEncoding(
+                c.d_model, c.dropout, c.max_len
+            )
         elif c.positional == "learned":
             self.positions = LearnedPositionalEmbedding(c.max_len, c.d_model, c.dropout)
         else:  # rotary: positions enter through the self-attention queries and keys
             self.positions = Dropout(c.dropout)
             rotary = RotaryEmbedding(c.d_model // c.num_heads, max_len=c.max_len)
-        block_args = dict(d_model=c.d_model, num_heads=c.num_heads, ffn_hidden=c.ffn_hidden,
-                          dropout=c.dropout, attention_dropout=c.attention_dropout,
-                          norm_first=c.norm_first, activation=c.activation,
-                          layer_norm_eps=c.layer_norm_eps, rotary=rotary)
-        self.encoder = nn.ModuleList(EncoderBlock(**block_args)
-                                     for _ in range(c.num_encoder_layers))
-        self.decoder = nn.ModuleList(DecoderBlock(**block_args)
-                                     for _ in range(c.num_decoder_layers))
+        block_args = dict(
+            d_model=c.d_model,
+            num_heads=c.num_heads,
+            ffn_hidden=c.ffn_hidden,
+            dropout=c.dropout,
+            attention_dropout=c.attention_dropout,
+            norm_first=c.norm_first,
+            activation=c.activation,
+            layer_norm_eps=c.layer_norm_eps,
+            rotary=rotary,
+        )
+        self.encoder = nn.ModuleList(
+            EncoderBlock(**block_args) for _ in range(c.num_encoder_layers)
+        )
+        self.decoder = nn.ModuleList(
+            DecoderBlock(**block_args) for _ in range(c.num_decoder_layers)
+        )
         # Pre-LN stacks end with a LayerNorm; post-LN blocks already end normalised.
         self.encoder_norm = nn.LayerNorm(c.d_model, c.layer_norm_eps) if c.norm_first else None
         self.decoder_norm = nn.LayerNorm(c.d_model, c.layer_norm_eps) if c.norm_first else None
-        self.output = (None if c.tie_embeddings != "none"
-                       else nn.Linear(c.d_model, c.tgt_vocab_size, bias=False))
+        self.output = (
+            None
+            if c.tie_embeddings != "none"
+            else nn.Linear(c.d_model, c.tgt_vocab_size, bias=False)
+        )
 
     def _add_positions(self, x: Tensor, offset: int = 0) -> Tensor:
         if isinstance(self.positions, Dropout):
@@ -178,12 +194,14 @@ class Transformer(nn.Module):
         self._check_length(offset + tgt.shape[1], "the target")
         mask = None if src_mask is None else src_mask[:, None, None, :]  # (B, 1, 1, S)
         x = self._add_positions(self.tgt_embed(tgt), offset=offset)  # (B, L, D)
-        weights: dict[str, list[Tensor]] | None = ({"self": [], "cross": []} if need_weights
-                                                   else None)
+        weights: dict[str, list[Tensor]] | None = (
+            {"self": [], "cross": []} if need_weights else None
+        )
         for i, block in enumerate(self.decoder):
             layer_cache = cache.layers[i] if cache is not None else None
-            x, (self_w, cross_w) = block(x, memory, memory_mask=mask, cache=layer_cache,
-                                         need_weights=need_weights)
+            x, (self_w, cross_w) = block(
+                x, memory, memory_mask=mask, cache=layer_cache, need_weights=need_weights
+            )
             if weights is not None:
                 weights["self"].append(self_w)
                 weights["cross"].append(cross_w)

@@ -80,6 +80,7 @@ class SentenceEncoder:
         self,
         model: EncoderModel,
         tokenizer: PretrainedTokenizer,
+        *,
         pooling: str = "mean",
         normalize: bool = True,
     ) -> None:
@@ -96,7 +97,7 @@ class SentenceEncoder:
     ) -> SentenceEncoder:
         """Load a checkpoint folder or a short name (see :func:`load_pretrained`)."""
         model, tokenizer, _ = load_pretrained(path_or_name, device)
-        return cls(model, tokenizer, read_pooling(resolve_model_path(path_or_name)))
+        return cls(model, tokenizer, pooling=read_pooling(resolve_model_path(path_or_name)))
 
     @property
     def dim(self) -> int:

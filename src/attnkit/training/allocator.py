@@ -25,8 +25,9 @@ _M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
 _done = False
 
 
-def tune_glibc_malloc(mmap_threshold: int = 2**30, trim_threshold: int = 2**31,
-                      top_pad: int = 2**28) -> bool:
+def tune_glibc_malloc(
+    mmap_threshold: int = 2**30, trim_threshold: int = 2**31, top_pad: int = 2**28
+) -> bool:
     """Raise glibc's mmap/trim thresholds; returns True when applied.
 
     Set ``ATTNKIT_MALLOC_TUNING=0`` to leave the allocator alone.
@@ -38,9 +39,14 @@ def tune_glibc_malloc(mmap_threshold: int = 2**30, trim_threshold: int = 2**31,
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        ok = all(libc.mallopt(param, value) == 1 for param, value in (
-            (_M_MMAP_THRESHOLD, mmap_threshold), (_M_TRIM_THRESHOLD, trim_threshold),
-            (_M_TOP_PAD, top_pad)))
+        ok = all(
+            libc.mallopt(param, value) == 1
+            for param, value in (
+                (_M_MMAP_THRESHOLD, mmap_threshold),
+                (_M_TRIM_THRESHOLD, trim_threshold),
+                (_M_TOP_PAD, top_pad),
+            )
+        )
     except (OSError, AttributeError):
         return False
     _done = ok

@@ -22,7 +22,6 @@ for a checkpoint.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -38,8 +37,9 @@ import torch
 from safetensors.torch import load_file, save_model
 from torch import Tensor, nn
 
-from attnkit import __version__
+from attnkit.files import fsync_path, write_bytes_synced
 from attnkit.training.distributed import unwrap_model
+from attnkit.version import __version__
 
 __all__ = [
     "FORMAT_VERSION",
@@ -64,31 +64,6 @@ class CheckpointError(ValueError):
 
 
 # -- files -----------------------------------------------------------------------------------
-def _fsync(path: Path) -> None:
-    """Flush a file or directory to disk (directories: best effort, not on every OS)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    with contextlib.suppress(OSError):
-        os.fsync(fd)
-    os.close(fd)
-
-
-def _write(path: Path, data: bytes) -> None:
-    with open(path, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def _write_json_atomic(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    _write(tmp, json.dumps(obj, indent=2).encode())
-    os.replace(tmp, path)
-    _fsync(path.parent)
-
-
 def _siblings(path: Path) -> tuple[Path, Path]:
     return path.with_name(path.name + ".tmp"), path.with_name(path.name + ".old")
 
@@ -164,17 +139,17 @@ def save_checkpoint(
     tmp, old = _siblings(path)
     tmp.mkdir()
     save_model(unwrap_model(model), str(tmp / MODEL_FILE), force_contiguous=True)
-    _fsync(tmp / MODEL_FILE)
+    fsync_path(tmp / MODEL_FILE)
     with open(tmp / STATE_FILE, "wb") as fh:
         torch.save(state, fh)
         fh.flush()
         os.fsync(fh.fileno())
-    _write(tmp / META_FILE, meta_text.encode())  # last: it marks the copy complete
-    _fsync(tmp)
+    write_bytes_synced(tmp / META_FILE, meta_text.encode())  # last: it marks the copy complete
+    fsync_path(tmp)
     if path.exists():
         os.rename(path, old)
     os.rename(tmp, path)
-    _fsync(path.parent)
+    fsync_path(path.parent)
     if old.exists():
         shutil.rmtree(old)
     return path

@@ -40,8 +40,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["Seq2SeqObjective", "linear_cross_entropy", "masked_cross_entropy", "mean_token_loss",
-           "perplexity"]
+__all__ = [
+    "Seq2SeqObjective",
+    "linear_cross_entropy",
+    "masked_cross_entropy",
+    "mean_token_loss",
+    "perplexity",
+]
 
 _REDUCTIONS = ("sum", "mean", "none")
 
@@ -151,8 +156,15 @@ class _LinearCrossEntropy(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, hidden: Tensor, weight: Tensor, targets: Tensor, eps: float,
-                chunk: int, want_grad: bool) -> Tensor:
+    def forward(
+        ctx: Any,
+        hidden: Tensor,
+        weight: Tensor,
+        targets: Tensor,
+        eps: float,
+        chunk: int,
+        want_grad: bool,
+    ) -> Tensor:
         n, vocab = hidden.shape[0], weight.shape[0]
         acc = torch.promote_types(hidden.dtype, torch.float32)  # softmax and sums: >= float32
         need_h, need_w = (want_grad and ctx.needs_input_grad[i] for i in (0, 1))
@@ -227,17 +239,21 @@ def linear_cross_entropy(
     if hidden.shape[:-1] != targets.shape:
         raise ValueError(
             f"linear_cross_entropy: targets shape {tuple(targets.shape)} must equal hidden's "
-            f"leading dims {tuple(hidden.shape[:-1])}")
+            f"leading dims {tuple(hidden.shape[:-1])}"
+        )
     if weight.dim() != 2 or weight.shape[1] != hidden.shape[-1]:
         raise ValueError(
             f"linear_cross_entropy: weight must be (V, {hidden.shape[-1]}), got "
-            f"{tuple(weight.shape)}")
+            f"{tuple(weight.shape)}"
+        )
     if targets.dtype.is_floating_point or targets.dtype == torch.bool:
         raise ValueError(
-            f"linear_cross_entropy: targets must hold integer token ids, got {targets.dtype}")
+            f"linear_cross_entropy: targets must hold integer token ids, got {targets.dtype}"
+        )
     if not 0.0 <= label_smoothing < 1.0:
         raise ValueError(
-            f"linear_cross_entropy: label_smoothing must be in [0, 1), got {label_smoothing}")
+            f"linear_cross_entropy: label_smoothing must be in [0, 1), got {label_smoothing}"
+        )
     if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"linear_cross_entropy: chunk_size must be >= 1, got {chunk_size}")
     hidden = hidden.reshape(-1, hidden.shape[-1])  # (N, D)
@@ -251,8 +267,9 @@ def linear_cross_entropy(
         hidden, weight = hidden.to(dtype), weight.to(dtype)
     want_grad = torch.is_grad_enabled()  # no gradient work under no_grad / inference_mode
     with torch.autocast(hidden.device.type, enabled=False):
-        loss = _LinearCrossEntropy.apply(hidden, weight, targets, float(label_smoothing), chunk,
-                                         want_grad)
+        loss = _LinearCrossEntropy.apply(
+            hidden, weight, targets, float(label_smoothing), chunk, want_grad
+        )
     return loss, int(targets.shape[0])
 
 
@@ -275,12 +292,15 @@ class Seq2SeqObjective(nn.Module):
         self.model, self.pad_id, self.label_smoothing = model, pad_id, label_smoothing
         self.fused = hasattr(model, "features") and hasattr(model, "output_weight")
 
-    def forward(self, src: Tensor, tgt_in: Tensor, src_mask: Tensor | None,
-                tgt_out: Tensor) -> tuple[Tensor, int]:
+    def forward(
+        self, src: Tensor, tgt_in: Tensor, src_mask: Tensor | None, tgt_out: Tensor
+    ) -> tuple[Tensor, int]:
         """Shapes: src (B, S), tgt_in (B, L), src_mask (B, S), tgt_out (B, L) -> ((), int)."""
         if self.fused:
             hidden = self.model.features(src, tgt_in, src_mask)  # (B, L, D)
-            return linear_cross_entropy(hidden, self.model.output_weight, tgt_out,
-                                        self.pad_id, self.label_smoothing)
-        return masked_cross_entropy(self.model(src, tgt_in, src_mask), tgt_out, self.pad_id,
-                                    self.label_smoothing)
+            return linear_cross_entropy(
+                hidden, self.model.output_weight, tgt_out, self.pad_id, self.label_smoothing
+            )
+        return masked_cross_entropy(
+            self.model(src, tgt_in, src_mask), tgt_out, self.pad_id, self.label_smoothing
+        )

@@ -19,6 +19,7 @@ from typing import Any
 from safetensors.torch import load_file
 from torch import Tensor, nn
 
+from attnkit.files import write_json_atomic
 from attnkit.training.checkpoint import (
     MODEL_FILE,
     CheckpointError,
@@ -26,7 +27,6 @@ from attnkit.training.checkpoint import (
     _is_complete,
     _resolve,
     _short,
-    _write_json_atomic,
     load_weights,
     read_meta,
     save_checkpoint,
@@ -57,7 +57,12 @@ class CheckpointManager:
     """
 
     def __init__(
-        self, run_dir: str | Path, keep_best: int = 3, metric: str = "bleu", mode: str = "max",
+        self,
+        run_dir: str | Path,
+        *,
+        keep_best: int = 3,
+        metric: str = "bleu",
+        mode: str = "max",
         keep_recent: int = 0,
     ) -> None:
         if keep_best < 1:
@@ -115,8 +120,11 @@ class CheckpointManager:
         """The ``recent-<step>`` folders, newest first."""
         if not self.dir.is_dir():
             return []
-        found = [(int(m.group(1)), c) for c in self.dir.iterdir()
-                 if (m := _RECENT.fullmatch(c.name)) and c.is_dir()]
+        found = [
+            (int(m.group(1)), c)
+            for c in self.dir.iterdir()
+            if (m := _RECENT.fullmatch(c.name)) and c.is_dir()
+        ]
         return [c for _, c in sorted(found, key=lambda sc: -sc[0])]
 
     def save_if_best(
@@ -146,7 +154,7 @@ class CheckpointManager:
         path = save_checkpoint(self.dir / name, model, state, {**meta, "selection": selection})
         kept = self._rank([*ranked, {"name": name, "step": step, "score": score}])
         kept = kept[: self.keep_best]
-        _write_json_atomic(self.index_path, {**index, "best": kept})
+        write_json_atomic(self.index_path, {**index, "best": kept})
         self._delete_unlisted({e["name"] for e in kept})
         return path
 

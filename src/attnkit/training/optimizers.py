@@ -36,6 +36,8 @@ def adamw(
     groups = list(params)
     tensors = [p for g in groups for p in (g["params"] if isinstance(g, dict) else [g])]
     fused = torch.device(device).type in FUSED_DEVICES and all(
-        p.is_floating_point() for p in tensors)
-    return torch.optim.AdamW(groups, lr=lr, betas=betas, weight_decay=weight_decay,
-                             fused=fused or None)
+        p.is_floating_point() for p in tensors
+    )
+    return torch.optim.AdamW(
+        groups, lr=lr, betas=betas, weight_decay=weight_decay, fused=fused or None
+    )

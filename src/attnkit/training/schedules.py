@@ -15,7 +15,10 @@ for update number k; that is exactly ``peak * multiplier`` with
 4000 warm-up steps). Pass ``d_model`` to :func:`make_scheduler` to use that peak.
 
 cosine: the same linear warm-up, then half a cosine from the peak down to
-``min_lr_ratio * peak`` at update ``total_steps`` (held there afterwards).
+``min_lr_ratio * peak`` at update ``total_steps`` (held there afterwards). With a ``progress``
+clock instead (``TrainConfig.schedule_horizon = "time"``: the fraction of the time budget spent),
+the half cosine follows that fraction, so a run stopped by its budget ends decayed; the warm-up
+still counts updates.
 
 constant: the linear warm-up (if any), then the peak.
 """
@@ -23,6 +26,7 @@ constant: the linear warm-up (if any), then the peak.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
@@ -33,6 +37,7 @@ __all__ = [
     "paper_peak_lr",
     "inverse_sqrt_multiplier",
     "cosine_multiplier",
+    "cosine_decay",
     "constant_multiplier",
 ]
 
@@ -74,6 +79,12 @@ def cosine_multiplier(
     if k <= warmup_steps:
         return _warmup(k, warmup_steps)
     progress = min(1.0, (k - warmup_steps) / (total_steps - warmup_steps))
+    return cosine_decay(progress, min_lr_ratio)
+
+
+def cosine_decay(progress: float, min_lr_ratio: float = 0.0) -> float:
+    """Half a cosine from 1 (``progress`` 0) to ``min_lr_ratio`` (``progress`` >= 1)."""
+    progress = min(1.0, max(0.0, progress))
     return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
@@ -99,6 +110,7 @@ def make_scheduler(
     total_steps: int | None = None,
     d_model: int | None = None,
     min_lr_ratio: float = 0.0,
+    progress: Callable[[], float] | None = None,
 ) -> LambdaLR:
     """A ``LambdaLR`` scaling every parameter group's peak lr by the chosen schedule.
 
@@ -114,6 +126,10 @@ def make_scheduler(
         d_model: inverse_sqrt only: if given, every group's peak lr is set to the paper's
             :func:`paper_peak_lr` (``d_model, warmup_steps``), replacing the optimizer's lr.
         min_lr_ratio: cosine only: the final lr as a fraction of the peak, in [0, 1].
+        progress: cosine only: a clock of the run's progress in [0, 1] (e.g. the fraction of
+            a time budget spent), read at every step after the warm-up; the decay follows it
+            instead of ``step / total_steps`` (``total_steps`` is then not needed). Whoever
+            owns the clock keeps it across a resume (the trainer stores its elapsed time).
 
     Returns:
         The scheduler; the optimizer's lrs are already set for the first update.
@@ -134,7 +150,13 @@ def make_scheduler(
             f"make_scheduler: d_model sets the paper's peak lr for kind='inverse_sqrt' only, "
             f"not {kind!r}; leave it None and set the optimizer's lr"
         )
-    if kind == "cosine" and (total_steps is None or total_steps <= warmup_steps):
+    if progress is not None and kind != "cosine":
+        raise ValueError(f"make_scheduler: progress plans the cosine decay; kind={kind!r} has none")
+    if (
+        kind == "cosine"
+        and progress is None
+        and (total_steps is None or total_steps <= warmup_steps)
+    ):
         raise ValueError(
             f"make_scheduler: kind='cosine' needs total_steps > warmup_steps, got total_steps="
             f"{total_steps}, warmup_steps={warmup_steps}; train longer or shorten the warm-up"
@@ -151,6 +173,14 @@ def make_scheduler(
 
         def multiplier(step: int) -> float:
             return inverse_sqrt_multiplier(step, warmup_steps)
+
+    elif kind == "cosine" and progress is not None:
+        clock = progress
+
+        def multiplier(step: int) -> float:
+            if step + 1 <= warmup_steps:
+                return _warmup(step + 1, warmup_steps)
+            return cosine_decay(clock(), min_lr_ratio)
 
     elif kind == "cosine":
         total = int(total_steps)  # type: ignore[arg-type]

@@ -24,6 +24,7 @@ import logging
 import math
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -31,7 +32,6 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
-from attnkit import __version__
 from attnkit.config import TrainConfig, to_dict
 from attnkit.training import distributed as dist
 from attnkit.training.allocator import tune_glibc_malloc
@@ -39,6 +39,7 @@ from attnkit.training.checkpoint import capture_rng_state, load_checkpoint, rest
 from attnkit.training.manager import CheckpointManager
 from attnkit.training.optimizers import adamw
 from attnkit.training.schedules import make_scheduler
+from attnkit.version import __version__
 
 __all__ = ["Task", "Trainer", "TrainingError", "TrainResult", "resolve_device"]
 
@@ -81,8 +82,9 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cpu")
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise TrainingError("--device cuda was asked for but no CUDA device is available; "
-                            "use --device cpu")
+        raise TrainingError(
+            "--device cuda was asked for but no CUDA device is available; use --device cpu"
+        )
     return device
 
 
@@ -96,8 +98,10 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]
             seen.add(id(param))
             is_matrix = isinstance(module, nn.Linear) and name == "weight"
             (decay if is_matrix else no_decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0}]
+    return [
+        {"params": decay, "weight_decay": weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
 
 
 class Trainer:
@@ -110,6 +114,7 @@ class Trainer:
         run_dir: folder for checkpoints and ``metrics.jsonl`` (None: nothing is written).
         run_config: extra JSON-ready dict stored in every checkpoint's meta (rebuild info).
         progress: show a progress bar (rank 0 only).
+        clock: seconds, for the time budget and ``schedule_horizon="time"`` (tests pass a fake).
     """
 
     def __init__(
@@ -117,11 +122,14 @@ class Trainer:
         model: nn.Module,
         task: Task,
         config: TrainConfig,
+        *,
         run_dir: str | Path | None = None,
         run_config: dict[str, Any] | None = None,
         progress: bool = False,
+        clock: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.config, self.task = config, task
+        self.clock, self.elapsed = clock, 0.0
         self.device = resolve_device(config.device)
         tune_glibc_malloc()
         self.model = model.to(self.device)
@@ -130,27 +138,56 @@ class Trainer:
         self.train_model: nn.Module = dist.wrap_model(differentiated, self.device)
         if config.compile:
             self.train_model = torch.compile(self.train_model)  # type: ignore[assignment]
-        self.optimizer = adamw(_param_groups(self.model, config.weight_decay), self.device,
-                               lr=config.lr, betas=config.betas)
+        self.optimizer = adamw(
+            _param_groups(self.model, config.weight_decay),
+            self.device,
+            lr=config.lr,
+            betas=config.betas,
+        )
         total = max(1, config.epochs * max(1, task.batches_per_epoch()) // config.accum_steps)
-        self.scheduler = make_scheduler(self.optimizer, config.schedule,
-                                        warmup_steps=config.warmup_steps, total_steps=total)
+        by_time = config.schedule_horizon == "time"
+        self.scheduler = make_scheduler(
+            self.optimizer,
+            config.schedule,
+            warmup_steps=config.warmup_steps,
+            total_steps=total,
+            progress=self._time_fraction if by_time else None,
+        )
         self.amp_dtype = self._amp_dtype()
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.run_config = run_config or {}
         self.progress = progress and dist.is_main()
-        self.manager = (CheckpointManager(self.run_dir, keep_best=config.keep_best,
-                                          metric=task.metric, mode=task.mode,
-                                          keep_recent=config.keep_last)
-                        if self.run_dir is not None else None)
+        self.manager = (
+            CheckpointManager(
+                self.run_dir,
+                keep_best=config.keep_best,
+                metric=task.metric,
+                mode=task.mode,
+                keep_recent=config.keep_last,
+            )
+            if self.run_dir is not None
+            else None
+        )
         self.step = 0
         self.epoch = 0
         self.best: float | None = None
         self.bad_epochs = 0
-        self.elapsed = 0.0
         self.history: list[dict[str, Any]] = []
         self._validated_at: int | None = None  # the step of the latest validation
+
+    def _time_fraction(self) -> float:
+        """The fraction of the time budget spent when the previous update ended (training,
+        validation and checkpoints, as the budget counts them; earlier sessions of a resumed
+        run included: ``elapsed`` is stored in checkpoints)."""
+        return self.elapsed / float(self.config.time_budget or math.inf)
+
+    def _tick(self, start: float) -> None:
+        """Update ``elapsed``; with ``schedule_horizon="time"`` under DDP every rank takes
+        the ranks' mean, so that all of them plan the same lr."""
+        self.elapsed = self.clock() - start
+        if self.config.schedule_horizon == "time" and dist.is_distributed():
+            self.elapsed = dist.all_reduce_sum(self.elapsed, self.device) / dist.world_size()
 
     def _amp_dtype(self) -> torch.dtype | None:
         if not self.config.amp or self.device.type != "cuda":
@@ -165,8 +202,11 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "rng": capture_rng_state(),
             "task": self.task.state_dict(),
-            "step": self.step, "epoch": self.epoch, "best": self.best,
-            "bad_epochs": self.bad_epochs, "elapsed": self.elapsed,
+            "step": self.step,
+            "epoch": self.epoch,
+            "best": self.best,
+            "bad_epochs": self.bad_epochs,
+            "elapsed": self.elapsed,
         }
 
     def resume(self, checkpoint: str | Path) -> None:
@@ -183,9 +223,14 @@ class Trainer:
         log.info("resumed from %s at step %d (epoch %d)", checkpoint, self.step, self.epoch)
 
     def _meta(self, metrics: dict[str, float] | None = None) -> dict[str, Any]:
-        return {"attnkit_version": __version__, "step": self.step, "epoch": self.epoch,
-                "metrics": metrics or {}, "train_config": to_dict(self.config),
-                "run": self.run_config}
+        return {
+            "attnkit_version": __version__,
+            "step": self.step,
+            "epoch": self.epoch,
+            "metrics": metrics or {},
+            "train_config": to_dict(self.config),
+            "run": self.run_config,
+        }
 
     def save(self, metrics: dict[str, float] | None = None, rank_best: bool = True) -> None:
         """Write the last checkpoint; after a validation (``metrics``, ``rank_best``) also a
@@ -208,8 +253,11 @@ class Trainer:
 
     # -- the loop ----------------------------------------------------------------------------
     def _forward_loss(self, batch: Any) -> tuple[Tensor, int]:
-        ctx = (torch.autocast(self.device.type, dtype=self.amp_dtype)
-               if self.amp_dtype is not None else contextlib.nullcontext())
+        ctx = (
+            torch.autocast(self.device.type, dtype=self.amp_dtype)
+            if self.amp_dtype is not None
+            else contextlib.nullcontext()
+        )
         with ctx:
             return self.task.loss(self.train_model, batch)
 
@@ -223,8 +271,11 @@ class Trainer:
         for p in self.model.parameters():
             if p.grad is not None:
                 p.grad.div_(max(total, 1.0))
-        norm = (torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_norm)
-                if self.config.clip_norm > 0 else torch.tensor(0.0))
+        norm = (
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_norm)
+            if self.config.clip_norm > 0
+            else torch.tensor(0.0)
+        )
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
@@ -242,8 +293,8 @@ class Trainer:
         cfg = self.config
         if self.run_dir is not None and dist.is_main():
             self.run_dir.mkdir(parents=True, exist_ok=True)
-        start = time.perf_counter() - self.elapsed
-        window_tokens, window_start, tokens_total = 0, time.perf_counter(), 0
+        start = self.clock() - self.elapsed
+        window_tokens, window_start, tokens_total = 0, self.clock(), 0
         reason, last_metrics = "epochs", {}
         interrupted = _InterruptFlag()
         bar = _progress_bar(self.progress, cfg.epochs, self.task.batches_per_epoch())
@@ -260,7 +311,8 @@ class Trainer:
                                 raise TrainingError(
                                     f"loss became {float(loss_sum.detach())} at step {self.step}; "
                                     "the last good checkpoint is kept; lower --set train.lr or "
-                                    "raise train.warmup_steps and resume")
+                                    "raise train.warmup_steps and resume"
+                                )
                             self.scaler.scale(loss_sum).backward()
                         micro, count = micro + 1, count + n
                         loss_acc += float(loss_sum.detach())
@@ -275,14 +327,21 @@ class Trainer:
                             bar.update(cfg.accum_steps)
                             bar.set_postfix(loss=f"{loss_value:.3f}", epoch=self.epoch)
                         if self.step % cfg.log_every == 0:
-                            now = time.perf_counter()
+                            now = self.clock()
                             window_tokens = dist.all_reduce_sum(window_tokens, self.device)
                             tps = window_tokens / max(now - window_start, 1e-9)
                             window_tokens, window_start = 0, now
-                            self._log({"split": "train", "step": self.step,
-                                       "epoch": self.epoch, "loss": loss_value,
-                                       "lr": self.scheduler.get_last_lr()[0],
-                                       "grad_norm": grad_norm, "tokens_per_s": tps})
+                            self._log(
+                                {
+                                    "split": "train",
+                                    "step": self.step,
+                                    "epoch": self.epoch,
+                                    "loss": loss_value,
+                                    "lr": self.scheduler.get_last_lr()[0],
+                                    "grad_norm": grad_norm,
+                                    "tokens_per_s": tps,
+                                }
+                            )
                             if bar is not None:
                                 bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{tps:.0f}")
                         if cfg.eval_every is not None and self.step % cfg.eval_every == 0:
@@ -291,12 +350,14 @@ class Trainer:
                             if cfg.patience is not None and self.bad_epochs >= cfg.patience:
                                 reason = "early stopping"
                                 break
-                        self.elapsed = time.perf_counter() - start
-                        out_of_time = (cfg.time_budget is not None
-                                       and self.elapsed >= cfg.time_budget)
+                        self._tick(start)
+                        out_of_time = (
+                            cfg.time_budget is not None and self.elapsed >= cfg.time_budget
+                        )
                         # every rank must stop at the same step, or the others hang
-                        out_of_time, hit = dist.any_rank([out_of_time, interrupted.hit],
-                                                         self.device)
+                        out_of_time, hit = dist.any_rank(
+                            [out_of_time, interrupted.hit], self.device
+                        )
                         if out_of_time:
                             reason = "time budget"
                             break
@@ -308,24 +369,35 @@ class Trainer:
                         self.save(last_metrics, rank_best=False)  # save the new epoch count
                     else:
                         last_metrics = self.validate()
-                    self.elapsed = time.perf_counter() - start
-                    if reason == "epochs" and cfg.patience is not None \
-                            and self.bad_epochs >= cfg.patience:
+                    self._tick(start)
+                    if (
+                        reason == "epochs"
+                        and cfg.patience is not None
+                        and self.bad_epochs >= cfg.patience
+                    ):
                         reason = "early stopping"
         except KeyboardInterrupt:
             reason = "interrupted"
-            self.elapsed = time.perf_counter() - start
+            self.elapsed = self.clock() - start
             self.save()
-            log.warning("interrupted: checkpoint saved at step %d; continue with --resume",
-                        self.step)
+            log.warning(
+                "interrupted: checkpoint saved at step %d; continue with --resume", self.step
+            )
         finally:
             if bar is not None:
                 bar.close()
-        seconds = time.perf_counter() - start
+        seconds = self.clock() - start
         if reason != "interrupted":  # ranks agree on the step; a second Ctrl-C may not
             tokens_total = int(dist.all_reduce_sum(tokens_total, self.device))
-        return TrainResult(self.step, self.epoch, reason, self.best, last_metrics,
-                           tokens_total / max(seconds, 1e-9), seconds)
+        return TrainResult(
+            self.step,
+            self.epoch,
+            reason,
+            self.best,
+            last_metrics,
+            tokens_total / max(seconds, 1e-9),
+            seconds,
+        )
 
     def validate(self) -> dict[str, float]:
         """Evaluate, log, checkpoint, and update the early-stopping counter (``patience`` counts

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from attnkit.files import read_json_lines
 from attnkit.viz.heatmaps import save_figure
 
 if TYPE_CHECKING:
@@ -90,15 +91,7 @@ def read_metrics(path: str | Path) -> dict[str, list[Any]]:
             return {str(k): _column(list(v)) for k, v in data.items()}
         if isinstance(data, list):
             return _records_to_columns(data, str(path))
-    records = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{lineno}: not a JSON object ({err.msg})") from None
-    return _records_to_columns(records, str(path))
+    return _records_to_columns(read_json_lines(path), str(path))
 
 
 def pivot_splits(
@@ -157,7 +150,7 @@ def _pick(names: list[str], words: tuple[str, ...]) -> list[str]:
 
 
 def plot_curves(
-    history: Mapping[str, Sequence[Any]] | str | Path,
+    history: Mapping[str, Sequence[Any]] | list[Mapping[str, Any]] | str | Path,
     path: str | Path | None = None,
     x: str | None = None,
     y: Sequence[str] | None = None,
@@ -169,7 +162,8 @@ def plot_curves(
     """Plot training curves: losses on the left axis, translation scores on a second axis.
 
     Args:
-        history: ``{column: values}`` or a path to a CSV/JSONL log (read with :func:`read_metrics`);
+        history: ``{column: values}``, a list of rows (``{column: value}``), or a path to a
+            CSV/JSONL log (read with :func:`read_metrics`);
             a text ``split`` column (a run's ``metrics.jsonl``) is spread by :func:`pivot_splits`.
         path: if given, save the figure there (``.png``, ``.svg`` or ``.pdf``).
         x: the x column; default ``"step"`` if present, else ``"epoch"``, else the row number.
@@ -191,6 +185,8 @@ def plot_curves(
 
     if isinstance(history, str | Path):
         history = read_metrics(history)
+    elif isinstance(history, list):  # rows of a log, e.g. a run's metrics.jsonl
+        history = _records_to_columns(history, "history")
     if not isinstance(history, Mapping) or not history:
         raise ValueError("history must be a non-empty dict of lists or a path to a metrics log")
     if "split" in history and not _is_numeric(history["split"]):

@@ -6,8 +6,8 @@ attention weights of the sample sentences are embedded as JSON. The interactive 
 sentence, a kind (encoder / decoder self / cross), a layer and a head, draws the matrix as an
 HTML table (one ``<td data-w=...>`` per weight), and highlights a token's row or column on hover.
 
-:func:`build_report` takes plain data (so it can be tested without a model);
-:func:`run_report` gathers that data from a run folder.
+:func:`build_report` takes plain data (so it can be tested without a model); the task that owns
+a run gathers that data (:func:`attnkit.translation.report.run_report`).
 """
 
 from __future__ import annotations
@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from attnkit.viz.curves import pivot_splits, plot_curves
-from attnkit.viz.samples import KIND_TITLES, AttentionSample, translation_sample
+from attnkit.viz.samples import KIND_TITLES, AttentionSample
 
-__all__ = ["build_report", "write_report", "run_report", "read_metric_rows", "samples_json"]
+__all__ = ["build_report", "write_report", "samples_json"]
 
 _DECIMALS = 5  # weights are stored rounded, which keeps a report of a few sentences small
 _TABLE_COLUMNS = ("step", "epoch", "loss", "bleu", "chrf", "accuracy", "lr", "tokens_per_s")
@@ -34,21 +34,6 @@ _MAX_TRAIN_ROWS = 12
 
 def _asset(name: str) -> str:
     return resources.files("attnkit.viz").joinpath("assets", name).read_text(encoding="utf-8")
-
-
-def read_metric_rows(path: str | Path) -> list[dict[str, Any]]:
-    """The rows of a run's ``metrics.jsonl`` (one JSON object per line), in order."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"metrics log {str(path)!r} does not exist; has the run trained?")
-    rows = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{lineno}: not a JSON object ({err.msg})") from None
-    return rows
 
 
 def _rounded(x: Any) -> Any:
@@ -222,56 +207,3 @@ def write_report(path: str | Path, samples: Sequence[AttentionSample], **kwargs:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(build_report(samples, **kwargs), encoding="utf-8")
     return path
-
-
-def run_report(
-    run_dir: str | Path,
-    out: str | Path,
-    sentences: Sequence[str] | None = None,
-    num_samples: int = 4,
-    beam_size: int | None = None,
-    checkpoint: str = "best",
-    device: str = "cpu",
-) -> Path:
-    """Report on a trained run: its metrics log, and translations of a few sentences.
-
-    Args:
-        run_dir: the run folder (``config.json``, ``metrics.jsonl``, checkpoints).
-        out: the HTML file to write.
-        sentences: sentences to translate; default the first ``num_samples`` validation sources
-            (with their references).
-        num_samples: how many validation sentences when ``sentences`` is None.
-        beam_size: beam size (default: the run's).
-        checkpoint: ``best``, ``last`` or a checkpoint folder.
-        device: where to run the model.
-    """
-    from attnkit.tasks.runs import Translator, load_run_config
-
-    run_dir = Path(run_dir)
-    cfg = load_run_config(run_dir)
-    translator = Translator.load(run_dir, checkpoint=checkpoint, device=device)
-    references: list[str | None]
-    if sentences:
-        sources, references = list(sentences), [None] * len(sentences)
-    else:
-        if num_samples < 1:
-            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-        from attnkit.tasks.translation import prepare_data
-
-        data = prepare_data(cfg.data, run_dir, cfg.data.max_len)
-        refs = data.valid_refs[:num_samples]
-        sources, references = [s for s, _ in refs], [r[0] for _, r in refs]
-    results = translator.translate(sources, beam_size=beam_size, need_weights=True)
-    samples = [
-        translation_sample(translator, t, ref) for t, ref in zip(results, references, strict=True)
-    ]
-    metrics = run_dir / "metrics.jsonl"
-    rows = read_metric_rows(metrics) if metrics.is_file() else []
-    raw = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
-    return write_report(
-        out,
-        samples,
-        metric_rows=rows,
-        info=raw,
-        title=f"attnkit report: {run_dir.name} ({cfg.model_type})",
-    )

@@ -2,7 +2,7 @@
 
 :class:`AttentionSample` is what the figures (:func:`attnkit.viz.figures.attention_figures`) and
 the HTML report (:mod:`attnkit.viz.report`) draw; :func:`translation_sample` builds one from a
-:class:`~attnkit.tasks.runs.Translation` made with ``need_weights=True``.
+:class:`~attnkit.translation.translator.Translation` made with ``need_weights=True``.
 """
 
 from __future__ import annotations
@@ -95,11 +95,11 @@ def _fit_labels(labels: list[str], size: int, extra: str, what: str) -> list[str
 def translation_sample(
     translator: Any, translation: Any, reference: str | None = None
 ) -> AttentionSample:
-    """Turn a :class:`~attnkit.tasks.runs.Translation` made with ``need_weights=True`` into an
-    :class:`AttentionSample` with the tokenizers' pieces as labels.
+    """Turn a :class:`~attnkit.translation.translator.Translation` made with
+    ``need_weights=True`` into an :class:`AttentionSample` with the tokenizers' pieces as labels.
 
     Args:
-        translator: the :class:`~attnkit.tasks.runs.Translator` that translated it.
+        translator: the :class:`~attnkit.translation.translator.Translator` that translated it.
         translation: its result for one sentence (``.weights`` must be set).
         reference: optional reference translation, shown in reports.
     """

@@ -1,1 +1,0 @@
-"""Tasks: what the shared trainer trains (translation, image classification)."""

@@ -1,0 +1,183 @@
+"""The run skeleton every task shares: resolve a config, then train (or resume) into a run folder.
+
+A task describes itself with a :class:`RunRecipe` (how to read its config, prepare its data, build
+its model and its trainer task); :func:`train_run` does the rest, the same way for every task:
+
+1. a new run needs an empty ``--run`` folder; ``--resume`` needs its last checkpoint, and takes
+   the stored configuration with only :data:`~attnkit.training.runfolder.RESUMABLE_TRAIN_FIELDS`
+   changed;
+2. the device is chosen and, under torchrun, the process group joined;
+3. rank 0 prepares the data first (downloads, tokenizers) while the other ranks wait, then they
+   read what rank 0 wrote;
+4. the model is built (seeded) from the config with its data-derived fields filled in, and the
+   resolved config is written to ``config.json``;
+5. the :class:`~attnkit.training.trainer.Trainer` fits, resuming exactly from the checkpoint;
+6. rank 0 draws ``curves.png``.
+
+:func:`resolve_config` merges a task's preset, a config file, ``--set`` overrides and explicit
+flags, in that order of precedence (the last wins).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, Protocol, TypeVar
+
+import torch
+from torch import nn
+
+from attnkit.config import ConfigError, TrainConfig, apply_overrides, merge_config_file
+from attnkit.training import distributed as dist
+from attnkit.training.runfolder import (
+    resumed_train_config,
+    start_or_resume,
+    write_curves,
+    write_run_config,
+)
+from attnkit.training.trainer import Task, Trainer, TrainResult, resolve_device
+
+__all__ = ["RunRecipe", "TrainedRun", "train_run", "resolve_config"]
+
+C = TypeVar("C")
+D = TypeVar("D")
+
+
+class RunRecipe(Protocol[C, D]):
+    """What a task tells :func:`train_run` about itself (``C``: its run config, ``D``: its data).
+
+    Attributes:
+        train_command: the command that makes such runs (quoted in error messages).
+        curve_scores: metric columns drawn on the right axis of ``curves.png`` (None: BLEU/chrF).
+    """
+
+    train_command: str
+    curve_scores: Sequence[str] | None
+
+    def load_config(self, run_dir: Path) -> C:
+        """The config stored in ``run_dir/config.json``."""
+
+    def train_config(self, cfg: C) -> TrainConfig:
+        """The ``train`` section of ``cfg``."""
+
+    def with_train_config(self, cfg: C, train: TrainConfig) -> C:
+        """``cfg`` with another ``train`` section."""
+
+    def prepare(self, cfg: C, run_dir: Path, first: bool) -> D:
+        """Load (rank 0: ``first=True``, may download and write tokenizers) the run's data."""
+
+    def build(self, cfg: C, data: D) -> tuple[C, nn.Module]:
+        """``cfg`` with its data-derived fields filled in, and the model built from it."""
+
+    def config_dict(self, cfg: C, data: D) -> dict[str, Any]:
+        """The JSON-ready sections written to ``config.json`` (and into checkpoints)."""
+
+    def task(self, cfg: C, data: D, device: torch.device) -> Task:
+        """What the :class:`~attnkit.training.trainer.Trainer` trains."""
+
+
+@dataclass
+class TrainedRun(Generic[C, D]):
+    """What :func:`train_run` returns: the trainer's result, the final config, model and data."""
+
+    result: TrainResult
+    config: C
+    model: nn.Module
+    data: D
+
+
+def train_run(
+    recipe: RunRecipe[C, D],
+    cfg: C | None,
+    run_dir: str | Path,
+    *,
+    resume: bool = False,
+    progress: bool = False,
+    train_overrides: dict[str, Any] | None = None,
+) -> TrainedRun[C, D]:
+    """Train (or resume) one run of ``recipe``'s task in ``run_dir``.
+
+    Args:
+        recipe: the task's :class:`RunRecipe`.
+        cfg: the run's configuration (None when resuming: the stored one is used).
+        run_dir: the run folder (must not hold a run unless ``resume``).
+        resume: continue the run in ``run_dir`` from its last checkpoint, exactly.
+        progress: show a progress bar (rank 0).
+        train_overrides: train settings changed on resume (only
+            :data:`~attnkit.training.runfolder.RESUMABLE_TRAIN_FIELDS`; saved in config.json;
+            the time budget counts the run's total training time, earlier sessions included).
+
+    Returns:
+        A :class:`TrainedRun` with the final weights in ``model``.
+    """
+    run_dir = Path(run_dir)
+    ckpt = start_or_resume(run_dir, resume)
+    if resume:
+        cfg = recipe.load_config(run_dir)
+        train = resumed_train_config(recipe.train_config(cfg), train_overrides)
+        cfg = recipe.with_train_config(cfg, train)
+    elif cfg is None:
+        raise ConfigError(
+            f"a new run needs a configuration; to continue one use "
+            f"`{recipe.train_command} --run {run_dir} --resume`"
+        )
+    train = recipe.train_config(cfg)
+    device = resolve_device(train.device)
+    dist.init_from_env(device.type)
+    if dist.is_main():  # rank 0 downloads and builds tokenizers; the others then read them
+        run_dir.mkdir(parents=True, exist_ok=True)
+        data = recipe.prepare(cfg, run_dir, True)
+    dist.barrier()
+    if not dist.is_main():
+        data = recipe.prepare(cfg, run_dir, False)
+    torch.manual_seed(train.seed)
+    cfg, model = recipe.build(cfg, data)
+    config_dict = recipe.config_dict(cfg, data)
+    if dist.is_main() and (not resume or train_overrides):
+        write_run_config(run_dir, config_dict)
+    trainer = Trainer(
+        model,
+        recipe.task(cfg, data, device),
+        train,
+        run_dir=run_dir,
+        run_config=config_dict,
+        progress=progress,
+    )
+    if ckpt is not None:
+        trainer.resume(ckpt)
+    result = trainer.fit()
+    if dist.is_main():
+        write_curves(run_dir, scores=recipe.curve_scores)
+    return TrainedRun(result, cfg, model, data)
+
+
+def resolve_config(
+    preset: dict[str, Any],
+    *,
+    config_file: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    flags: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Merge settings, later ones winning: preset <- config file <- ``--set`` <- explicit flags.
+
+    Args:
+        preset: the task's defaults for this data and model (a fresh dict; it is modified).
+        config_file: a TOML/JSON file of sections (tables update the preset's, values replace).
+        overrides: ``section.key=value`` strings (``--set``).
+        flags: ``{"section.key": value}`` from dedicated command-line flags; None values are
+            skipped (flag not given).
+
+    Returns:
+        The merged nested dict, to be validated by the task's config reader.
+    """
+    merged = preset
+    if config_file:
+        merge_config_file(merged, config_file)
+    merged = apply_overrides(merged, list(overrides))
+    for path, value in (flags or {}).items():
+        if value is None:
+            continue
+        section, key = path.split(".")
+        merged.setdefault(section, {})[key] = value
+    return merged
