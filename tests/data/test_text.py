@@ -219,3 +219,18 @@ def test_load_tokenizer_errors(tmp_path):
     (tmp_path / "tokenizer.json").write_text('{"kind": "sentencepiece", "lowercase": true}')
     with pytest.raises(DataError, match="spm.model"):
         load_tokenizer(tmp_path)
+
+
+def test_restore_case_gives_lower_case_sentences_their_capitals() -> None:
+    from attnkit.data.text import restore_case
+
+    assert restore_case("i lost.") == "I lost."
+    assert restore_case("i'm home.") == "I'm home."
+    assert restore_case("he's calm.") == "He's calm."
+    assert restore_case("go.") == "Go."
+    assert restore_case("« va ! »") == "« Va ! »"
+    assert restore_case("did i win? yes, i did.") == "Did I win? yes, I did."
+    assert restore_case("icy roads.") == "Icy roads."  # only the pronoun, not words with i
+    for unchanged in ("Tom is here.", "iPhone sales", "NASA", "", "123 ...", "I lost."):
+        if any(c.isupper() for c in unchanged) or not any(c.isalpha() for c in unchanged):
+            assert restore_case(unchanged) == unchanged

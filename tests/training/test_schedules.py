@@ -77,6 +77,38 @@ def test_cosine(min_ratio: float) -> None:
     assert all(a >= b for a, b in zip(lrs[warmup - 1 :], lrs[warmup:], strict=False))
 
 
+def test_linear() -> None:
+    """Warm-up, then a straight line to 0 at update ``total`` (BERT's fine-tuning schedule)."""
+    peak, warmup, total = 2.0, 4, 20
+    lrs = run(make_scheduler(make_optimizer(peak), "linear", warmup, total), total + 3)
+    for step, lr in enumerate(lrs):
+        k = step + 1
+        expected = peak * k / warmup if k <= warmup else peak * max(0, total - k) / (total - warmup)
+        assert lr == pytest.approx(expected, rel=1e-12, abs=1e-15)
+    assert lrs[total - 1 :] == [0.0] * 4
+
+
+@pytest.mark.parametrize("kind", ["cosine", "linear"])
+def test_decay_follows_a_progress_clock(kind: str) -> None:
+    """With ``progress`` the decay reads the clock (e.g. the time budget spent), not the step."""
+    clock = {"now": 0.0}
+    peak, warmup = 1.0, 2
+    sched = make_scheduler(make_optimizer(peak), kind, warmup, progress=lambda: clock["now"])
+    lrs = []
+    for now in (0.0, 0.0, 0.25, 0.5, 1.0, 1.5):
+        clock["now"] = now
+        lrs.append(sched.optimizer.param_groups[0]["lr"])
+        sched.optimizer.step()
+        sched.step()
+
+    # the lr of update k is set after update k - 1, when the clock read the previous value
+    def decay(p: float) -> float:
+        return (1 + math.cos(math.pi * p)) / 2 if kind == "cosine" else 1.0 - p
+
+    assert lrs[:2] == pytest.approx([0.5, 1.0])
+    assert lrs[2:] == pytest.approx([decay(t) for t in (0.0, 0.25, 0.5, 1.0)], abs=1e-15)
+
+
 def test_constant() -> None:
     assert run(make_scheduler(make_optimizer(3.0), "constant", 0), 3) == [3.0, 3.0, 3.0]
     lrs = run(make_scheduler(make_optimizer(4.0), "constant", 4), 6)
@@ -91,7 +123,7 @@ def roundtrip(obj: dict) -> dict:
 
 
 @pytest.mark.parametrize("with_optimizer", [True, False])
-@pytest.mark.parametrize("kind", ["inverse_sqrt", "cosine", "constant"])
+@pytest.mark.parametrize("kind", ["inverse_sqrt", "cosine", "linear", "constant"])
 def test_resume_from_state_dict(kind: str, with_optimizer: bool) -> None:
     """Resume mid-warm-up: the lrs continue exactly, whether or not the optimizer's state (which
     also holds the current lr) is restored alongside the scheduler's."""
@@ -112,7 +144,9 @@ def test_resume_from_state_dict(kind: str, with_optimizer: bool) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"kind": "linear"}, "kind"),
+        ({"kind": "exponential"}, "kind"),
+        ({"kind": "linear", "warmup_steps": 10, "total_steps": 10}, "total_steps"),
+        ({"kind": "constant", "progress": lambda: 0.5}, "progress"),
         ({"warmup_steps": -1}, "warmup_steps"),
         ({"kind": "cosine", "warmup_steps": 10}, "total_steps"),
         ({"kind": "cosine", "warmup_steps": 10, "total_steps": 10}, "total_steps"),

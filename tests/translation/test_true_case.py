@@ -98,3 +98,18 @@ def test_validation_bleu_is_cased_for_a_cased_run(run: Path) -> None:
     )
     assert found[False]["bleu"] == pytest.approx(100.0) and found[True]["bleu"] < 60
     assert found[True]["accuracy"] == 0.0 and found[False]["accuracy"] == 1.0
+
+
+def test_a_cased_run_reads_course_style_lower_case_as_ordinary_text() -> None:
+    import dataclasses
+
+    texts = ["I lost.", "I'm home.", "He's calm.", "Go.", "Tom is here."] * 30
+    tok = SentencePieceTokenizer.train(texts, vocab_size=60, lowercase=False)
+    cfg = run_config_from_dict({"data": {"source": "x.tsv"}})
+    cased = Translator(torch.nn.Linear(1, 1), tok, tok, config=cfg)
+    course = ["i lost .", "i'm home .", "he's calm .", "go ."]
+    assert cased.encode_sources(course) == [tok.encode(t) for t in texts[:4]]
+    lower = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, lowercase=True))
+    assert Translator(torch.nn.Linear(1, 1), tok, tok, config=lower).encode_sources(
+        ["i lost ."]
+    ) == [tok.encode("i lost.")]  # a lower-casing run is left as it was

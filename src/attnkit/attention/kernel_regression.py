@@ -175,7 +175,8 @@ def fit_kernel_regression(
 
     Args:
         model: called as ``model(queries, keys, values) -> (output, weights)``.
-        x_train, y_train: training inputs and targets.
+        x_train: training inputs.
+        y_train: training targets.
         epochs: number of full-batch steps.
         lr: SGD learning rate.
 

@@ -154,6 +154,9 @@ class MultiHeadAttention(nn.Module):
         return x.view(b, n, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, n, Dh)
 
     def _linear_part(self, x: Tensor, part: slice) -> Tensor:
+        split = getattr(self, "split_proj", None)  # set by attnkit.models.quantize (int8)
+        if split is not None:
+            return split[f"{part.start}_{part.stop}"](x)
         w = self.in_proj.weight[part]
         b = None if self.in_proj.bias is None else self.in_proj.bias[part]
         return F.linear(x, w, b)

@@ -16,7 +16,17 @@ from attnkit.version import __version__
 
 __all__ = ["main", "build_parser"]
 
-_TOPICS = ("translate", "viz", "vision", "pretrained", "bench")
+_TOPICS = (
+    "translate",
+    "viz",
+    "vision",
+    "lm",
+    "textclass",
+    "pretrained",
+    "export",
+    "serve",
+    "bench",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -23,8 +23,15 @@ def register(sub: Any) -> None:
         "recomputation; beam vs greedy), vit (vs nn.TransformerEncoder).",
     )
     p.add_argument(
-        "section", nargs="?", default="all", choices=("attention", "train", "decode", "vit", "all")
+        "section",
+        nargs="?",
+        default="all",
+        choices=("attention", "train", "decode", "vit", "deploy", "all"),
+        help="deploy (not part of all): attnkit vs CTranslate2, int8 vs float32, the HTTP "
+        "server with and without dynamic batching, on a trained model (--run, or a dates "
+        "model trained first)",
     )
+    p.add_argument("--run", help="deploy: the translation run to measure (default: train one)")
     p.add_argument(
         "--device",
         default="auto",
@@ -74,7 +81,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(format_table(rows, markdown=args.markdown, header=first[0]), flush=True)
         first[0] = False
 
-    rows = run_suite(sections, device=device, sizes=sizes, emit=emit)
+    if args.section == "deploy":
+        from attnkit.bench.deploy import deploy_rows
+
+        if device != "cpu":
+            raise ValueError("bench deploy measures CPU serving; use --device cpu")
+        rows = deploy_rows(run=args.run, sizes=sizes, emit=emit)
+    else:
+        rows = run_suite(sections, device=device, sizes=sizes, emit=emit)
     counts = summary(rows)
     info = describe_machine(device)
     peak = f"process peak RSS {info['peak_rss_mib']:.0f} MiB"

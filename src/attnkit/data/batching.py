@@ -141,7 +141,8 @@ def encode_pairs(
 
     Args:
         pairs: ``(source, target)`` sentences.
-        src_tok, tgt_tok: tokenizers (anything with ``encode(text) -> list[int]``); may be the same.
+        src_tok: source tokenizer (anything with ``encode(text) -> list[int]``).
+        tgt_tok: target tokenizer; may be ``src_tok``.
         max_len: length limit, or None for no limit.
         on_too_long: ``"drop"`` the pair (the count is logged as a warning), ``"truncate"`` it, or
             raise an ``"error"``. Dropping changes the pair positions: evaluate with
@@ -385,10 +386,12 @@ def make_batches(
         max_tokens: token budget per (global) batch.
         shuffle: random batches (training) or length-sorted ones (evaluation; restore the input
             order with ``batch.indices``).
-        seed, epoch: randomness of this epoch.
+        seed: with ``epoch``, the randomness of this epoch.
+        epoch: the epoch being batched.
         pad_id: padding id.
         device: move each batch there (None: stay on CPU).
-        num_replicas, rank: data-parallel split.
+        num_replicas: number of data-parallel processes.
+        rank: this process's index among them.
 
     Returns:
         An iterator of :class:`Batch`.

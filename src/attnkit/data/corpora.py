@@ -239,7 +239,8 @@ def load_corpus(
         n: number of pairs for ``"dates"``.
         seed: generation seed for ``"dates"``.
         cache_dir: download cache for ``"fra-eng"``.
-        src_col, tgt_col: columns for files (swap them to translate the other way).
+        src_col: column of the sources in files.
+        tgt_col: column of the targets (swap the two to translate the other way).
         limit: keep only the first ``limit`` pairs (``None``: all).
 
     Returns:

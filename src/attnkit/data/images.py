@@ -177,7 +177,7 @@ def read_image(
 
     Raises:
         DataError (a ValueError): unreadable file, or wrong channel count without ``convert``;
-        the message names the file.
+            the message names the file.
     """
     from PIL import Image
 

@@ -40,6 +40,7 @@ __all__ = [
     "SPECIAL_TOKENS",
     "PUNCTUATION",
     "normalize_spaces",
+    "restore_case",
     "preprocess",
     "tidy_punctuation_spacing",
     "tokenize_words",
@@ -117,6 +118,31 @@ def tidy_punctuation_spacing(text: str) -> str:
                 out.pop()
         out.append(char)
     return "".join(out)
+
+
+def restore_case(text: str) -> str:
+    """Give a sentence written all in lower case (the course's style, ``"i'm home ."``) the
+    capitals ordinary text has: its first letter, and the English pronoun *I* (``i``, ``i'm``,
+    ``i've``, ``i'll``, ``i'd``). Text with any capital letter is returned unchanged.
+
+    A true-cased model reads ``"I'm home."`` as the sentences it was trained on; the all-lower-case
+    form is, to it, a rare kind of input (it translated ``"go ."`` as ``"partir."``).
+
+    Args:
+        text: a sentence.
+
+    Returns:
+        The sentence, e.g. ``"i lost ."`` -> ``"I lost ."``, ``"he's calm"`` -> ``"He's calm"``.
+    """
+    if not text or any(c.isupper() for c in text):
+        return text
+    words = text.split(" ")
+    words = ["I" + w[1:] if w == "i" or w.startswith("i'") else w for w in words]
+    out = " ".join(words)
+    for i, char in enumerate(out):
+        if char.isalpha():
+            return out[:i] + char.upper() + out[i + 1 :]
+    return out
 
 
 def tokenize_words(line: str) -> list[str]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import re
 from abc import ABC, abstractmethod
 from collections import Counter
@@ -120,9 +121,9 @@ class Tokenizer(ABC):
         directory.mkdir(parents=True, exist_ok=True)
         self._save_files(directory)
         config = {"kind": self.kind, "format_version": _FORMAT_VERSION, **self._config()}
-        (directory / CONFIG_FILE).write_text(
-            json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
-        )
+        tmp = directory / f".{CONFIG_FILE}.tmp"
+        tmp.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        os.replace(tmp, directory / CONFIG_FILE)  # last and whole: its presence means complete
         return directory
 
     def __len__(self) -> int:
@@ -245,6 +246,7 @@ class WordTokenizer(Tokenizer):
         )
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _TOO_HIGH = re.compile(r"Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)")
 
 
@@ -269,7 +271,14 @@ class SentencePieceTokenizer(Tokenizer):
 
         self.model_proto = bytes(model_proto)
         self.lowercase = lowercase
-        self._sp = spm.SentencePieceProcessor(model_proto=self.model_proto)
+        if not self.model_proto:
+            raise DataError("the sentencepiece model is empty (0 bytes)")
+        try:
+            self._sp = spm.SentencePieceProcessor(model_proto=self.model_proto)
+        except RuntimeError as err:
+            raise DataError(
+                f"not a sentencepiece model ({str(err).strip().splitlines()[0][:80]})"
+            ) from None
         expected = dict(enumerate(SPECIAL_TOKENS))
         got = {i: self._sp.id_to_piece(i) for i in expected if i < self._sp.get_piece_size()}
         if got != expected:
@@ -371,10 +380,16 @@ class SentencePieceTokenizer(Tokenizer):
         return self._sp.get_piece_size()
 
     def encode(self, text: str) -> list[int]:
-        return self._sp.encode(normalize_spaces(text, self.lowercase))
+        """Token ids of ``text``; a lone surrogate (from bytes decoded with ``surrogateescape``,
+        not valid Unicode) is read as U+FFFD, i.e. an unknown character."""
+        return self._sp.encode(_SURROGATE.sub("\ufffd", normalize_spaces(text, self.lowercase)))
 
     def decode(self, ids: Iterable[int]) -> str:
-        return self._sp.decode(_strip_specials(ids))
+        ids = _strip_specials(ids)
+        for i in ids:
+            if not 0 <= i < self.vocab_size:
+                raise ValueError(f"id {i} out of range for a vocabulary of {self.vocab_size}")
+        return self._sp.decode(ids)
 
     def pieces(self, ids: Iterable[int]) -> list[str]:
         ids = _as_int_list(ids)
@@ -399,7 +414,10 @@ class SentencePieceTokenizer(Tokenizer):
         path = directory / config.get("model_file", cls.MODEL_FILE)
         if not path.is_file():
             raise DataError(f"no such file: {path} (named by {directory / CONFIG_FILE})")
-        return cls(path.read_bytes(), lowercase=config["lowercase"])
+        try:
+            return cls(path.read_bytes(), lowercase=config["lowercase"])
+        except DataError as err:
+            raise DataError(f"{path}: {err}") from None
 
     def __repr__(self) -> str:
         return f"SentencePieceTokenizer(vocab_size={self.vocab_size}, lowercase={self.lowercase})"
@@ -448,7 +466,7 @@ class CharTokenizer(Tokenizer):
         return [self._index.get(c, UNK_ID) for c in text]
 
     def decode(self, ids: Iterable[int]) -> str:
-        """The characters of ``ids`` up to the first EOS (PAD/BOS skipped, UNK shown as ``<unk>``)."""
+        """The characters of ``ids`` up to the first EOS (PAD/BOS skipped, UNK as ``<unk>``)."""
         return "".join(self.pieces(_strip_specials(ids)))
 
     def pieces(self, ids: Iterable[int]) -> list[str]:
@@ -501,8 +519,10 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise DataError(f"{path}: not valid JSON ({err})") from err
+    if not isinstance(config, dict):
+        raise DataError(f"{path}: expected a JSON object, got {type(config).__name__}")
     kind = config.get("kind")
-    if kind not in _KINDS:
+    if not isinstance(kind, str) or kind not in _KINDS:
         raise DataError(
             f"{path}: unknown tokenizer kind {kind!r}; expected one of {sorted(_KINDS)}"
         )
@@ -510,3 +530,7 @@ def load_tokenizer(directory: str | Path) -> Tokenizer:
         return _KINDS[kind]._from_config(config, Path(directory))
     except KeyError as err:
         raise DataError(f"{path}: missing field {err}") from err
+    except DataError:
+        raise
+    except (TypeError, ValueError, AttributeError) as err:
+        raise DataError(f"{path}: a field has the wrong type or value ({err})") from None

@@ -78,7 +78,8 @@ def beam_search(
             :meth:`decode` of the kept hypotheses, which gives the weights seen at every step of
             the search (cached and uncached decoding agree) without carrying them through it.
         max_len: maximum |y| for every sentence instead of ``max_len_a * src_len + max_len_b``.
-        bos_id, eos_id: special ids.
+        bos_id: id of the start token.
+        eos_id: id of the end token.
 
     Returns:
         For each sentence, up to ``n_best`` :class:`Hypothesis` sorted by score (best first),
@@ -96,6 +97,7 @@ def beam_search(
         mask = src_mask.repeat_interleave(k, dim=0)  # (B*K, S)
         cache = model.init_cache(mem, mask)
         sent = torch.arange(batch, device=device)  # (A,) active sentence ids
+        beam_ids = torch.arange(k, device=device)  # (K,)
         tokens = torch.full((batch * k, 1), bos_id, dtype=torch.long, device=device)
         # Only beam 0 is live at first; the others start at -inf so they are never chosen.
         live = torch.full((batch, k), -math.inf, device=device)  # (A, K) log-probs
@@ -155,17 +157,19 @@ def beam_search(
             if len(done_idx) == a:
                 break
             parents = torch.arange(a, device=device)[:, None] * k + live_b  # (A, K) rows
+            same_sentence = None  # (A'*K,) rows of the kept sentences, when some finished
             if len(done_idx):
                 keep = (~done).nonzero().squeeze(1)  # (A',)
                 parents, live, live_t = parents[keep], live[keep], live_t[keep]
                 sent, pool = sent[keep], pool.select(keep)
                 # Rows of one sentence share memory and mask: only pruning changes them.
-                mem, mask = (
-                    mem.index_select(0, parents.flatten()),
-                    mask.index_select(0, parents.flatten()),
-                )
+                same_sentence = (keep[:, None] * k + beam_ids).flatten()  # (A'*K,)
+                mem, mask = mem.index_select(0, same_sentence), mask.index_select(0, same_sentence)
             rows = parents.flatten()  # (A'*K,)
-            cache.reorder(rows)
+            if hasattr(cache, "reorder_beams"):  # cross-attention K/V: copied only on pruning
+                cache.reorder_beams(rows, same_sentence)
+            else:
+                cache.reorder(rows)
             tokens = torch.cat([tokens.index_select(0, rows), live_t.reshape(-1, 1)], dim=1)
             step += 1
         hyps = [_hypotheses(r, config.n_best) for r in results]

@@ -100,7 +100,8 @@ def greedy_decode(
         need_weights: also return each sentence's attention weights.
         config: :class:`DecodeConfig` (length limits, min length, no-repeat-n-gram); default
             ``DecodeConfig()``.
-        bos_id, eos_id: special ids.
+        bos_id: id of the start token.
+        eos_id: id of the end token.
 
     Returns:
         :class:`DecodeResult`.

@@ -156,7 +156,8 @@ def sincos_2d_table(
     in MAE's ``get_2d_sincos_pos_embed`` (its class-token row of zeros is the caller's business).
 
     Args:
-        grid_h, grid_w: patches per column and per row.
+        grid_h: patches per column (rows of the grid).
+        grid_w: patches per row (columns of the grid).
         dim: channels; must be divisible by 4.
         base: wavelength base.
         dtype: dtype of the result; computed in float64 first.
@@ -384,7 +385,8 @@ def alibi_bias(
         num_heads: H.
         L: query length (``L <= S``).
         S: key length.
-        device, dtype: of the result (default: CPU, float32).
+        device: device of the result (default: CPU).
+        dtype: dtype of the result (default: float32).
 
     Returns:
         the bias, to add to the attention scores. Shapes: (H, L, S).

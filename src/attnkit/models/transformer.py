@@ -42,6 +42,15 @@ class DecoderCache:
         for layer in self.layers:
             layer.reorder(index)
 
+    def reorder_beams(self, index: Tensor, static_index: Tensor | None) -> None:
+        """Beam search's reorder: the growing self-attention caches take rows ``index`` (B',);
+        the encoder–decoder caches, equal for every beam of a sentence, take ``static_index``
+        (B',) only when sentences left the batch (None: kept as they are, no copy)."""
+        for layer in self.layers:
+            layer.self_attn.reorder(index)
+            if static_index is not None:
+                layer.cross_attn.reorder(static_index)
+
 
 def check_src_mask(src: Tensor, src_mask: Tensor | None) -> Tensor | None:
     """Validate a (B, S) source mask and return it as (B, 1, 1, S) for attention."""
@@ -172,7 +181,7 @@ class Transformer(nn.Module):
             ``(logits (B, L, V), {"self": [(B, H, L, L_total)], "cross": [(B, H, L, S)]} or None)``.
         """
         x, weights = self.decoder_states(tgt, memory, src_mask, cache, need_weights)
-        return F.linear(x, self.output_weight), weights  # (B, L, V)
+        return self.project(x), weights  # (B, L, V)
 
     def decoder_states(
         self,
@@ -211,6 +220,18 @@ class Transformer(nn.Module):
             x = self.decoder_norm(x)
         return x, weights  # (B, L, D)
 
+    def project(self, x: Tensor) -> Tensor:
+        """The output projection: decoder states (B, L, D) -> logits (B, L, V).
+
+        An int8 model (:func:`attnkit.models.quantize.quantize_int8`) projects with its
+        quantized copy ``output_projection``; :attr:`output_weight` stays the float matrix, so
+        the fused training loss keeps working on it.
+        """
+        quantized = getattr(self, "output_projection", None)
+        if quantized is not None:
+            return quantized(x)
+        return F.linear(x, self.output_weight)  # (B, L, V)
+
     @property
     def output_weight(self) -> Tensor:
         """The (V, D) output projection (the tied embedding matrix unless ``tie_embeddings`` is
@@ -230,7 +251,7 @@ class Transformer(nn.Module):
 
         Shapes: src (B, S), tgt_in (B, L), src_mask (B, S) bool -> logits (B, L, V).
         """
-        return F.linear(self.features(src, tgt_in, src_mask), self.output_weight)  # (B, L, V)
+        return self.project(self.features(src, tgt_in, src_mask))  # (B, L, V)
 
     def num_parameters(self) -> int:
         """Number of distinct parameters (tied matrices counted once)."""

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from attnkit.config import EncoderConfig
 from attnkit.models.encoder import EncoderModel
+from attnkit.models.size import check_model_size
 from attnkit.pretrained.tokenizer import PretrainedTokenizer, model_max_length
 
 __all__ = [
@@ -189,7 +190,7 @@ def encoder_config_from_hf(hf: dict[str, Any], source: str = CONFIG_FILE) -> Enc
         )
     except KeyError as err:
         raise CheckpointError(f"{source}: missing required field {err.args[0]!r}") from None
-    except ValueError as err:  # ConfigError from EncoderConfig validation
+    except (ValueError, TypeError) as err:  # ConfigError from EncoderConfig validation
         raise CheckpointError(f"{source}: {err}") from None
 
 
@@ -299,6 +300,10 @@ def load_encoder(
 
     folder = Path(folder)
     config = encoder_config_from_hf(read_hf_config(folder), str(folder / CONFIG_FILE))
+    try:  # before allocating: a damaged config.json may claim a gigantic model
+        check_model_size(config, str(folder / CONFIG_FILE))
+    except ValueError as err:
+        raise CheckpointError(str(err)) from None
     model = EncoderModel(config)
     try:
         tensors = load_file(str(folder / WEIGHTS_FILE))

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from attnkit.models.encoder import EncoderModel
+from attnkit.models.quantize import check_quantize, quantize_int8
 from attnkit.pretrained.bert import load_pretrained, resolve_model_path
 from attnkit.pretrained.tokenizer import PretrainedTokenizer
 
@@ -93,10 +94,21 @@ class SentenceEncoder:
 
     @classmethod
     def from_pretrained(
-        cls, path_or_name: str | Path = "minilm", device: str | torch.device = "cpu"
+        cls,
+        path_or_name: str | Path = "minilm",
+        device: str | torch.device = "cpu",
+        *,
+        quantize: str | None = None,
     ) -> SentenceEncoder:
-        """Load a checkpoint folder or a short name (see :func:`load_pretrained`)."""
+        """Load a checkpoint folder or a short name (see :func:`load_pretrained`).
+
+        ``quantize="int8"``: dynamic int8 Linear layers for CPU inference
+        (:func:`attnkit.models.quantize.quantize_int8`).
+        """
+        check_quantize(quantize, device)
         model, tokenizer, _ = load_pretrained(path_or_name, device)
+        if quantize is not None:
+            model = quantize_int8(model)
         return cls(model, tokenizer, pooling=read_pooling(resolve_model_path(path_or_name)))
 
     @property
@@ -188,7 +200,9 @@ def similar(
         query: the text to match.
         lines: candidate texts.
         top_k: how many to return (all if larger than ``len(lines)``).
-        model, batch_size, device: as in :func:`embed`.
+        model: as in :func:`embed`.
+        batch_size: as in :func:`embed`.
+        device: as in :func:`embed`.
 
     Returns:
         Up to ``top_k`` tuples ``(index in lines, cosine similarity, line)``, best first; ties

@@ -18,22 +18,36 @@ every instant a complete checkpoint exists under one of those names; a run stopp
 two renames is read from the complete sibling by :func:`load_checkpoint` and tidied up by the
 next save. ``meta.json`` is written last, so a directory without a readable one is never taken
 for a checkpoint.
+
+``meta.json`` also records the SHA-256 of ``model.safetensors`` and ``state.pt``
+(``checksums``); :func:`load_checkpoint` checks them before anything is loaded, so a file damaged
+on disk (truncated, bit-flipped) is refused with one line naming it, and ``state.pt`` is only
+ever read with ``torch.load(weights_only=True)``: a pickle that would run code is refused, never
+executed. Nothing is loaded into the model unless every file of the checkpoint has been read and
+checked. Checkpoints written before checksums existed load without that check.
+
+A save that fails for lack of disk space removes its partial copy (freeing the space) and raises
+an ``OSError`` naming the checkpoint; the previous checkpoint is untouched.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import pickle
 import random
+import re
 import shutil
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_model
 from torch import Tensor, nn
 
@@ -46,6 +60,7 @@ __all__ = [
     "CheckpointError",
     "capture_rng_state",
     "load_checkpoint",
+    "load_tensors",
     "load_weights",
     "read_meta",
     "restore_rng_state",
@@ -57,6 +72,9 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 MODEL_FILE, STATE_FILE, META_FILE = "model.safetensors", "state.pt", "meta.json"
 _FILES = (MODEL_FILE, STATE_FILE, META_FILE)
+#: Tests set it to a number of seconds to make each step of a save that slow, so that a kill can
+#: land inside a save (tests/training/test_kill_anywhere.py); never set in normal use.
+SLOW_SAVE_ENV = "ATTNKIT_TEST_SLOW_CHECKPOINT"
 
 
 class CheckpointError(ValueError):
@@ -64,6 +82,21 @@ class CheckpointError(ValueError):
 
 
 # -- files -----------------------------------------------------------------------------------
+def _pause_for_tests() -> None:
+    """Sleep ``$ATTNKIT_TEST_SLOW_CHECKPOINT`` seconds (tests only; unset: nothing)."""
+    delay = os.environ.get(SLOW_SAVE_ENV)
+    if delay:
+        time.sleep(float(delay))
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return "sha256:" + digest.hexdigest()
+
+
 def _siblings(path: Path) -> tuple[Path, Path]:
     return path.with_name(path.name + ".tmp"), path.with_name(path.name + ".old")
 
@@ -129,7 +162,7 @@ def save_checkpoint(
         meta.setdefault(key, state.get(key))
     meta.setdefault("metrics", {})
     try:
-        meta_text = json.dumps(meta, indent=2)
+        json.dumps(meta)
     except (TypeError, ValueError) as err:
         raise CheckpointError(
             f"meta for {path} is not JSON-ready ({err}); pass numbers, strings, lists and dicts"
@@ -137,19 +170,30 @@ def save_checkpoint(
     path.parent.mkdir(parents=True, exist_ok=True)
     _recover(path)
     tmp, old = _siblings(path)
-    tmp.mkdir()
-    save_model(unwrap_model(model), str(tmp / MODEL_FILE), force_contiguous=True)
-    fsync_path(tmp / MODEL_FILE)
-    with open(tmp / STATE_FILE, "wb") as fh:
-        torch.save(state, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    write_bytes_synced(tmp / META_FILE, meta_text.encode())  # last: it marks the copy complete
-    fsync_path(tmp)
+    try:
+        tmp.mkdir()
+        save_model(unwrap_model(model), str(tmp / MODEL_FILE), force_contiguous=True)
+        fsync_path(tmp / MODEL_FILE)
+        _pause_for_tests()
+        with open(tmp / STATE_FILE, "wb") as fh:
+            torch.save(state, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        _pause_for_tests()
+        meta["checksums"] = {name: _sha256(tmp / name) for name in (MODEL_FILE, STATE_FILE)}
+        meta_text = json.dumps(meta, indent=2)
+        write_bytes_synced(tmp / META_FILE, meta_text.encode())  # last: marks the copy complete
+        fsync_path(tmp)
+    except OSError as err:  # e.g. a full disk: free what was written, keep the old checkpoint
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OSError(err.errno, err.strerror or str(err), str(path)) from err
+    _pause_for_tests()
     if path.exists():
         os.rename(path, old)
+    _pause_for_tests()
     os.rename(tmp, path)
     fsync_path(path.parent)
+    _pause_for_tests()
     if old.exists():
         shutil.rmtree(old)
     return path
@@ -245,6 +289,63 @@ def load_weights(model: nn.Module, tensors: dict[str, Tensor], source: str = "st
     model.load_state_dict(tensors, strict=False)
 
 
+_USE_ANOTHER = "use another checkpoint (--checkpoint last, best or a best-* folder) or retrain"
+
+
+def _verify(path: Path, name: str, meta: dict[str, Any]) -> None:
+    """Check ``path/name`` against the checksum in ``meta`` (when the checkpoint has one)."""
+    checksums = meta.get("checksums")
+    expected = checksums.get(name) if isinstance(checksums, dict) else None
+    if expected is None:
+        return  # written before checksums were recorded
+    if _sha256(path / name) != expected:
+        raise CheckpointError(
+            f"{path / name} is damaged (its SHA-256 differs from the one in meta.json: "
+            f"truncated, overwritten or corrupted on disk); {_USE_ANOTHER}"
+        )
+
+
+def load_tensors(path: str | Path, meta: dict[str, Any] | None = None) -> dict[str, Tensor]:
+    """The tensors of ``path/model.safetensors``, checked against ``meta``'s checksum.
+
+    Raises:
+        CheckpointError: one line naming the file when it is damaged or not safetensors.
+    """
+    path = Path(path)
+    file = path / MODEL_FILE
+    if meta is not None:
+        _verify(path, MODEL_FILE, meta)
+    try:
+        return load_file(str(file))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"{file} is not a readable safetensors file ({reason}); {_USE_ANOTHER}"
+        ) from None
+
+
+def _load_state(path: Path, meta: dict[str, Any], map_location: Any) -> dict[str, Any]:
+    file = path / STATE_FILE
+    _verify(path, STATE_FILE, meta)
+    try:
+        state = torch.load(file, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        wanted = re.search(r"unsupported GLOBAL (\S+)", str(err))
+        raise CheckpointError(
+            f"{file} holds objects other than tensors, numbers, strings and containers"
+            + (f" (it would call {wanted.group(1)})" if wanted else "")
+            + f", so it was refused unread (loading it could run code); {_USE_ANOTHER}"
+        ) from None
+    except Exception as err:  # torch raises many kinds for a damaged file
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(
+            f"{file} is damaged and cannot be read ({reason[:200]}); {_USE_ANOTHER}"
+        ) from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{file} does not hold a dict; {_USE_ANOTHER}")
+    return state
+
+
 def load_checkpoint(
     path: str | Path,
     model: nn.Module | None = None,
@@ -252,6 +353,10 @@ def load_checkpoint(
     with_state: bool = True,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Read a checkpoint directory, loading its weights into ``model`` strictly.
+
+    Every file is read and checked (checksums, safetensors header, weights-only pickle, keys and
+    shapes) before the model is touched: after an error the model holds its old weights. A
+    checkpoint replaced by a writer while it is being read is read again.
 
     Args:
         path: the directory (an interrupted save's complete sibling is used if it is missing).
@@ -263,22 +368,30 @@ def load_checkpoint(
         ``(state, meta)``.
 
     Raises:
-        CheckpointError: missing/incomplete/newer-format checkpoint, or weights that do not fit.
+        CheckpointError: missing/incomplete/damaged/newer-format checkpoint, a ``state.pt``
+            that is not weights-only, or weights that do not fit.
     """
-    path = _resolve(Path(path))
-    meta = _checked_meta(path)
-    if model is not None:
-        load_weights(model, load_file(str(path / MODEL_FILE)), source=str(path / MODEL_FILE))
-    if not with_state:
-        return {}, meta
-    try:
-        state = torch.load(path / STATE_FILE, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise CheckpointError(
-            f"{path / STATE_FILE} holds objects other than tensors, numbers, "
-            "strings and containers; keep only those in the trainer state"
-        ) from err
+    for attempt in range(3):
+        resolved = _resolve(Path(path))
+        inode = _inode(resolved)
+        try:
+            meta = _checked_meta(resolved)
+            tensors = load_tensors(resolved, meta) if model is not None else None
+            state = _load_state(resolved, meta, map_location) if with_state else {}
+            break
+        except (CheckpointError, OSError):
+            if attempt == 2 or _inode(_resolve(Path(path))) == inode:
+                raise  # the checkpoint itself is bad, not replaced by a writer as we read it
+    if tensors is not None:
+        load_weights(model, tensors, source=str(resolved / MODEL_FILE))  # type: ignore[arg-type]
     return state, meta
+
+
+def _inode(path: Path) -> int | None:
+    try:
+        return path.stat().st_ino
+    except OSError:
+        return None
 
 
 # -- RNG -------------------------------------------------------------------------------------

@@ -16,17 +16,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from attnkit.files import write_json_atomic
 from attnkit.training.checkpoint import (
-    MODEL_FILE,
     CheckpointError,
     _checked_meta,
     _is_complete,
     _resolve,
     _short,
+    load_tensors,
     load_weights,
     read_meta,
     save_checkpoint,
@@ -169,9 +168,10 @@ class CheckpointManager:
         return found[0] if found else None
 
     def last_path(self) -> Path | None:
-        """``checkpoints/last`` (or its complete sibling after an interrupted save), or None."""
-        found = self.paths("last", 1)
-        return found[0] if found else None
+        """``checkpoints/last`` (or its complete sibling after an interrupted save), or None;
+        never a ``recent-*`` or ``best-*`` one (a resume needs the full state of ``last``)."""
+        last = _resolve(self.dir / "last")
+        return last if _is_complete(last) else None
 
     def paths(self, kind: str = "best", n: int | None = None) -> list[Path]:
         """Up to ``n`` checkpoint directories (all when None).
@@ -220,8 +220,7 @@ def average_checkpoints(paths: Sequence[str | Path]) -> dict[str, Tensor]:
     reference: dict[str, Tensor] = {}
     for raw in paths:
         path = _resolve(Path(raw))
-        _checked_meta(path)
-        tensors = load_file(str(path / MODEL_FILE))
+        tensors = load_tensors(path, _checked_meta(path))
         if not reference:
             reference = tensors
             total = {k: t.double() for k, t in tensors.items() if t.is_floating_point()}

@@ -31,7 +31,9 @@ def adamw(
     Args:
         params: parameters, or parameter groups as ``torch.optim`` takes them.
         device: where the parameters are; the fused kernel is used on ``cpu`` and ``cuda``.
-        lr, betas, weight_decay: as in ``torch.optim.AdamW``.
+        lr: as in ``torch.optim.AdamW``.
+        betas: as in ``torch.optim.AdamW``.
+        weight_decay: as in ``torch.optim.AdamW``.
     """
     groups = list(params)
     tensors = [p for g in groups for p in (g["params"] if isinstance(g, dict) else [g])]

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from attnkit.config import ConfigError, TrainConfig, from_dict, to_dict
-from attnkit.files import read_json_lines, write_json_atomic
+from attnkit.files import read_json_lines, rewrite_json_lines, write_json_atomic
+from attnkit.training.checkpoint import _is_complete, _resolve
 from attnkit.training.manager import CheckpointManager
 from attnkit.version import __version__
 from attnkit.viz.curves import plot_curves
@@ -33,6 +35,7 @@ __all__ = [
     "write_json_atomic",
     "write_run_config",
     "read_metric_rows",
+    "trim_metrics",
     "read_run_config",
     "run_kind",
     "start_or_resume",
@@ -108,8 +111,12 @@ def run_kind(run_dir: str | Path) -> str:
 def start_or_resume(run_dir: str | Path, resume: bool) -> Path | None:
     """Check that ``run_dir`` may start a new run, or find the checkpoint to resume from.
 
+    A run stopped after writing ``config.json`` but before its first checkpoint resumes from the
+    start (step 0, the stored configuration), with a warning.
+
     Returns:
-        None for a new run; the last checkpoint's folder when resuming.
+        None for a new run (or a resume from the start); the last checkpoint's folder when
+        resuming.
 
     Raises:
         ConfigError: a new run in a folder that already holds one, or nothing to resume.
@@ -124,6 +131,13 @@ def start_or_resume(run_dir: str | Path, resume: bool) -> Path | None:
         return None
     found = CheckpointManager(run_dir).last_path()
     if found is None:
+        if (run_dir / "config.json").is_file():
+            log.warning(
+                "%s: stopped before its first checkpoint; starting it again from step 0 with "
+                "its stored configuration",
+                run_dir,
+            )
+            return None
         raise ConfigError(
             f"{run_dir}: no checkpoint to resume from ({run_dir / 'checkpoints' / 'last'} missing)"
         )
@@ -169,8 +183,8 @@ def find_checkpoint(run_dir: str | Path, checkpoint: str = "best", keep_best: in
         path = manager.best_path() or manager.last_path()
     elif checkpoint == "last":
         path = manager.last_path()
-    elif "/" not in checkpoint and (manager.dir / checkpoint).is_dir():
-        path = manager.dir / checkpoint  # a named one, e.g. from ``attnkit average``
+    elif "/" not in checkpoint and _is_complete(_resolve(manager.dir / checkpoint)):
+        path = _resolve(manager.dir / checkpoint)  # a named one, e.g. from ``attnkit average``
     else:
         path = Path(checkpoint)
     if path is None or not Path(path).exists():
@@ -195,20 +209,43 @@ def write_curves(run_dir: str | Path, scores: Sequence[str] | None = None) -> No
         scores: columns for the right axis (e.g. ``["valid_accuracy"]``); default: BLEU/chrF.
     """
     run_dir = Path(run_dir)
-    try:
-        plot_curves(
-            read_metric_rows(run_dir / "metrics.jsonl"), path=run_dir / "curves.png", y2=scores
-        )
+    tmp = run_dir / ".curves.tmp.png"
+    try:  # drawn aside, then renamed: a reader never sees half a picture
+        plot_curves(read_metric_rows(run_dir / "metrics.jsonl"), path=tmp, y2=scores)
+        os.replace(tmp, run_dir / "curves.png")
     except Exception as err:  # a plot must never fail a finished training run
         log.warning("could not draw training curves: %s", err)
+        tmp.unlink(missing_ok=True)
 
 
 def read_metric_rows(path: str | Path) -> list[dict[str, Any]]:
     """The rows of a run's ``metrics.jsonl`` (one JSON object per line), in order.
 
+    An incomplete last line (a run killed while appending it) is skipped.
+
     Raises:
-        ValueError: the file is missing, or a line is not JSON (naming the file and line).
+        ValueError: the file is missing, or a complete line is not JSON (naming the file and
+            line).
     """
     if not Path(path).is_file():
         raise ValueError(f"metrics log {str(path)!r} does not exist; has the run trained?")
     return read_json_lines(path)
+
+
+def trim_metrics(run_dir: str | Path, step: int) -> int:
+    """Drop the rows of ``run_dir/metrics.jsonl`` logged after ``step`` (and an incomplete last
+    line): what a run killed after its last checkpoint logged and its resume logs again.
+
+    Returns:
+        How many rows were dropped.
+    """
+    path = Path(run_dir) / "metrics.jsonl"
+
+    def keep(row: Any) -> bool:
+        logged_at = row.get("step") if isinstance(row, dict) else None
+        return not isinstance(logged_at, int) or logged_at <= step
+
+    dropped = rewrite_json_lines(path, keep)
+    if dropped:
+        log.info("%s: dropped %d row(s) logged after step %d", path, dropped, step)
+    return dropped

@@ -14,6 +14,13 @@ its model and its trainer task); :func:`train_run` does the rest, the same way f
 5. the :class:`~attnkit.training.trainer.Trainer` fits, resuming exactly from the checkpoint;
 6. rank 0 draws ``curves.png``.
 
+Rank 0 holds the folder's write lock (:mod:`attnkit.training.runlock`) throughout: a second
+writer fails at once. A resume drops the ``metrics.jsonl`` rows logged after its checkpoint
+(they are logged again), so a run killed at any instant and resumed ends as if never stopped
+(checkpoints are swapped atomically, ``last`` written after the best/recent ones of its step).
+A full disk stops training with one line saying that the last checkpoint is kept and how to
+resume.
+
 :func:`resolve_config` merges a task's preset, a config file, ``--set`` overrides and explicit
 flags, in that order of precedence (the last wins).
 """
@@ -29,16 +36,27 @@ import torch
 from torch import nn
 
 from attnkit.config import ConfigError, TrainConfig, apply_overrides, merge_config_file
+from attnkit.files import is_disk_full
 from attnkit.training import distributed as dist
+from attnkit.training.checkpoint import read_meta
+from attnkit.training.manager import CheckpointManager
 from attnkit.training.runfolder import (
     resumed_train_config,
     start_or_resume,
+    trim_metrics,
     write_curves,
     write_run_config,
 )
+from attnkit.training.runlock import run_lock
 from attnkit.training.trainer import Task, Trainer, TrainResult, resolve_device
 
-__all__ = ["RunRecipe", "TrainedRun", "train_run", "resolve_config"]
+__all__ = ["RunRecipe", "TrainedRun", "DiskFullError", "train_run", "resolve_config"]
+
+
+class DiskFullError(OSError):
+    """The disk filled up while a run was being written; the message says what was kept and how
+    to continue."""
+
 
 C = TypeVar("C")
 D = TypeVar("D")
@@ -110,8 +128,45 @@ def train_run(
 
     Returns:
         A :class:`TrainedRun` with the final weights in ``model``.
+
+    Raises:
+        RunLockedError: another live process is writing ``run_dir``.
+        DiskFullError: the disk filled up (the last complete checkpoint is kept).
     """
     run_dir = Path(run_dir)
+    with run_lock(run_dir, f"{recipe.train_command} --run {run_dir}"):
+        try:
+            return _train_locked(recipe, cfg, run_dir, resume, progress, train_overrides)
+        except OSError as err:
+            if not is_disk_full(err) or isinstance(err, DiskFullError):
+                raise
+            raise _disk_full(recipe, run_dir, err) from err
+
+
+def _disk_full(recipe: RunRecipe[Any, Any], run_dir: Path, err: OSError) -> DiskFullError:
+    last = CheckpointManager(run_dir).last_path()
+    try:
+        kept = f"the last checkpoint (step {read_meta(last)['step']}) is intact" if last else ""
+    except (ValueError, KeyError):
+        kept = ""
+    where = f" ({err.filename})" if err.filename else ""
+    full = DiskFullError(
+        f"no space left on the disk of {run_dir}{where}; "
+        + (f"{kept}: free some space, then continue with " if kept else "free some space, then ")
+        + f"`{recipe.train_command} --run {run_dir} --resume`"
+    )
+    full.errno = err.errno
+    return full
+
+
+def _train_locked(
+    recipe: RunRecipe[C, D],
+    cfg: C | None,
+    run_dir: Path,
+    resume: bool,
+    progress: bool,
+    train_overrides: dict[str, Any] | None,
+) -> TrainedRun[C, D]:
     ckpt = start_or_resume(run_dir, resume)
     if resume:
         cfg = recipe.load_config(run_dir)
@@ -131,6 +186,8 @@ def train_run(
     dist.barrier()
     if not dist.is_main():
         data = recipe.prepare(cfg, run_dir, False)
+    if dist.is_main() and resume:  # rows logged after the checkpoint are logged again
+        trim_metrics(run_dir, read_meta(ckpt)["step"] if ckpt is not None else 0)
     torch.manual_seed(train.seed)
     cfg, model = recipe.build(cfg, data)
     config_dict = recipe.config_dict(cfg, data)

@@ -20,6 +20,11 @@ clock instead (``TrainConfig.schedule_horizon = "time"``: the fraction of the ti
 the half cosine follows that fraction, so a run stopped by its budget ends decayed; the warm-up
 still counts updates.
 
+linear: the same linear warm-up, then a straight line from the peak down to 0 at update
+``total_steps`` (held at 0 afterwards): BERT's fine-tuning schedule (Devlin et al. 2019; Hugging
+Face's ``get_linear_schedule_with_warmup``). With a ``progress`` clock the line follows the
+fraction of the time budget spent instead, as for cosine.
+
 constant: the linear warm-up (if any), then the peak.
 """
 
@@ -38,10 +43,14 @@ __all__ = [
     "inverse_sqrt_multiplier",
     "cosine_multiplier",
     "cosine_decay",
+    "linear_multiplier",
+    "linear_decay",
     "constant_multiplier",
 ]
 
-SCHEDULES = ("inverse_sqrt", "cosine", "constant")
+SCHEDULES = ("inverse_sqrt", "cosine", "linear", "constant")
+#: The schedules whose decay can follow a time budget (``progress``).
+DECAYING = ("cosine", "linear")
 
 
 def paper_peak_lr(d_model: int, warmup_steps: int) -> float:
@@ -88,6 +97,19 @@ def cosine_decay(progress: float, min_lr_ratio: float = 0.0) -> float:
     return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def linear_multiplier(step: int, warmup_steps: int, total_steps: int) -> float:
+    """Linear warm-up to 1, then a straight line to 0 at update ``total_steps`` (0 after)."""
+    k = step + 1
+    if k <= warmup_steps:
+        return _warmup(k, warmup_steps)
+    return linear_decay((k - warmup_steps) / (total_steps - warmup_steps))
+
+
+def linear_decay(progress: float) -> float:
+    """A straight line from 1 (``progress`` 0) to 0 (``progress`` >= 1)."""
+    return 1.0 - min(1.0, max(0.0, progress))
+
+
 def constant_multiplier(step: int, warmup_steps: int) -> float:
     """Linear warm-up to 1 (none when ``warmup_steps`` is 0), then 1."""
     return _warmup(step + 1, warmup_steps)
@@ -120,16 +142,19 @@ def make_scheduler(
 
     Args:
         optimizer: its groups' ``lr`` are the peak learning rates.
-        kind: ``"inverse_sqrt"``, ``"cosine"`` or ``"constant"`` (see the module docstring).
+        kind: ``"inverse_sqrt"``, ``"cosine"``, ``"linear"`` or ``"constant"`` (see the module
+            docstring).
         warmup_steps: updates of linear warm-up (>= 0; for inverse_sqrt 0 acts as 1).
-        total_steps: the length of the run in updates; required by cosine, > warmup_steps.
+        total_steps: the length of the run in updates; required by cosine and linear (without
+            ``progress``), > warmup_steps.
         d_model: inverse_sqrt only: if given, every group's peak lr is set to the paper's
             :func:`paper_peak_lr` (``d_model, warmup_steps``), replacing the optimizer's lr.
         min_lr_ratio: cosine only: the final lr as a fraction of the peak, in [0, 1].
-        progress: cosine only: a clock of the run's progress in [0, 1] (e.g. the fraction of
-            a time budget spent), read at every step after the warm-up; the decay follows it
-            instead of ``step / total_steps`` (``total_steps`` is then not needed). Whoever
-            owns the clock keeps it across a resume (the trainer stores its elapsed time).
+        progress: cosine and linear only: a clock of the run's progress in [0, 1] (e.g. the
+            fraction of a time budget spent), read at every step after the warm-up; the decay
+            follows it instead of ``step / total_steps`` (``total_steps`` is then not needed).
+            Whoever owns the clock keeps it across a resume (the trainer stores its elapsed
+            time).
 
     Returns:
         The scheduler; the optimizer's lrs are already set for the first update.
@@ -150,15 +175,17 @@ def make_scheduler(
             f"make_scheduler: d_model sets the paper's peak lr for kind='inverse_sqrt' only, "
             f"not {kind!r}; leave it None and set the optimizer's lr"
         )
-    if progress is not None and kind != "cosine":
-        raise ValueError(f"make_scheduler: progress plans the cosine decay; kind={kind!r} has none")
+    if progress is not None and kind not in DECAYING:
+        raise ValueError(
+            f"make_scheduler: progress plans the cosine or linear decay; kind={kind!r} has none"
+        )
     if (
-        kind == "cosine"
+        kind in DECAYING
         and progress is None
         and (total_steps is None or total_steps <= warmup_steps)
     ):
         raise ValueError(
-            f"make_scheduler: kind='cosine' needs total_steps > warmup_steps, got total_steps="
+            f"make_scheduler: kind={kind!r} needs total_steps > warmup_steps, got total_steps="
             f"{total_steps}, warmup_steps={warmup_steps}; train longer or shorten the warm-up"
         )
 
@@ -187,6 +214,20 @@ def make_scheduler(
 
         def multiplier(step: int) -> float:
             return cosine_multiplier(step, warmup_steps, total, min_lr_ratio)
+
+    elif kind == "linear" and progress is not None:
+        line_clock = progress
+
+        def multiplier(step: int) -> float:
+            if step + 1 <= warmup_steps:
+                return _warmup(step + 1, warmup_steps)
+            return linear_decay(line_clock())
+
+    elif kind == "linear":
+        line_total = int(total_steps)  # type: ignore[arg-type]
+
+        def multiplier(step: int) -> float:
+            return linear_multiplier(step, warmup_steps, line_total)
 
     else:
 

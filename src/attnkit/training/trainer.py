@@ -14,12 +14,16 @@ The loop knows nothing about translation or images. A *task* supplies the data a
   wraps in DDP / compiles), e.g. the model together with its loss
   (:class:`~attnkit.training.losses.Seq2SeqObjective`); ``task.loss`` then receives it.
   Without it the model itself is passed to ``task.loss``.
+* optionally ``task.param_groups(model, weight_decay) -> list[dict]``: the optimizer's parameter
+  groups, each with ``params`` and ``weight_decay`` and optionally ``lr`` (a group's own peak,
+  which the schedule scales like the others), e.g. layer-wise learning rates for fine-tuning.
+  Without it every trainable parameter gets ``config.lr``, with weight decay on the matrices of
+  Linear layers only; the first group's lr is the one logged.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import signal
@@ -33,6 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from attnkit.config import TrainConfig, to_dict
+from attnkit.files import append_json_line
 from attnkit.training import distributed as dist
 from attnkit.training.allocator import tune_glibc_malloc
 from attnkit.training.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state
@@ -138,14 +143,17 @@ class Trainer:
         self.train_model: nn.Module = dist.wrap_model(differentiated, self.device)
         if config.compile:
             self.train_model = torch.compile(self.train_model)  # type: ignore[assignment]
+        groups = getattr(task, "param_groups", None)
         self.optimizer = adamw(
-            _param_groups(self.model, config.weight_decay),
+            groups(self.model, config.weight_decay)
+            if groups is not None
+            else _param_groups(self.model, config.weight_decay),
             self.device,
             lr=config.lr,
             betas=config.betas,
         )
         total = max(1, config.epochs * max(1, task.batches_per_epoch()) // config.accum_steps)
-        by_time = config.schedule_horizon == "time"
+        by_time = config.decays_by_time
         self.scheduler = make_scheduler(
             self.optimizer,
             config.schedule,
@@ -179,14 +187,15 @@ class Trainer:
     def _time_fraction(self) -> float:
         """The fraction of the time budget spent when the previous update ended (training,
         validation and checkpoints, as the budget counts them; earlier sessions of a resumed
-        run included: ``elapsed`` is stored in checkpoints)."""
+        run included: ``elapsed`` is stored in checkpoints). A resume with a longer budget
+        plans the rest of the decay over the new one (the lr rises to where that plan is)."""
         return self.elapsed / float(self.config.time_budget or math.inf)
 
     def _tick(self, start: float) -> None:
         """Update ``elapsed``; with ``schedule_horizon="time"`` under DDP every rank takes
         the ranks' mean, so that all of them plan the same lr."""
         self.elapsed = self.clock() - start
-        if self.config.schedule_horizon == "time" and dist.is_distributed():
+        if self.config.decays_by_time and dist.is_distributed():
             self.elapsed = dist.all_reduce_sum(self.elapsed, self.device) / dist.world_size()
 
     def _amp_dtype(self) -> torch.dtype | None:
@@ -207,6 +216,7 @@ class Trainer:
             "best": self.best,
             "bad_epochs": self.bad_epochs,
             "elapsed": self.elapsed,
+            "validated_at": self._validated_at,  # a resume must not validate that step again
         }
 
     def resume(self, checkpoint: str | Path) -> None:
@@ -220,6 +230,7 @@ class Trainer:
         self.step, self.epoch = state["step"], state["epoch"]
         self.best, self.bad_epochs = state["best"], state["bad_epochs"]
         self.elapsed = state["elapsed"]
+        self._validated_at = state.get("validated_at")
         log.info("resumed from %s at step %d (epoch %d)", checkpoint, self.step, self.epoch)
 
     def _meta(self, metrics: dict[str, float] | None = None) -> dict[str, Any]:
@@ -234,22 +245,23 @@ class Trainer:
 
     def save(self, metrics: dict[str, float] | None = None, rank_best: bool = True) -> None:
         """Write the last checkpoint; after a validation (``metrics``, ``rank_best``) also a
-        best one when it qualifies and a ``recent-<step>`` one (``keep_last``); rank 0 only."""
+        best one when it qualifies and a ``recent-<step>`` one (``keep_last``); rank 0 only.
+        ``last`` is written last: a run killed before it resumes from the previous one and
+        writes the others again."""
         if self.manager is None or not dist.is_main():
             return
         state, meta = self.state_dict(), self._meta(metrics)
-        self.manager.save_last(self.model, state, meta)
         if rank_best and metrics is not None:
             self.manager.save_recent(self.model, meta)
             if self.task.metric in metrics:
                 self.manager.save_if_best(self.model, state, meta, metrics[self.task.metric])
+        self.manager.save_last(self.model, state, meta)
 
     def _log(self, row: dict[str, Any]) -> None:
         self.history.append(row)
         if self.run_dir is None or not dist.is_main():
             return
-        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(row) + "\n")
+        append_json_line(self.run_dir / "metrics.jsonl", row)  # whole line, flushed to disk
 
     # -- the loop ----------------------------------------------------------------------------
     def _forward_loss(self, batch: Any) -> tuple[Tensor, int]:

@@ -29,6 +29,7 @@ from attnkit.config import (
     require_probability,
     to_dict,
 )
+from attnkit.models.size import check_model_size
 from attnkit.training.runfolder import read_run_config
 
 __all__ = [
@@ -181,8 +182,11 @@ PRESETS: dict[str, dict[str, Any]] = {
             "warmup_steps": 300,
             "label_smoothing": 0.1,
             "log_every": 25,
+            # with --time-budget the cosine decay ends with the budget (benchmarks/RESULTS.md)
+            "schedule": "cosine",
+            "schedule_horizon": "auto",
         },
-        "decode": {"beam_size": 5, "length_penalty": 0.6},
+        "decode": {"beam_size": 5, "length_penalty": 1.0, "length_penalty_kind": "average"},
     },
     "text/bahdanau": {
         "model": {"embed_size": 256, "num_hiddens": 256, "num_layers": 2, "dropout": 0.2},
@@ -244,14 +248,26 @@ def run_config_from_dict(data: dict[str, Any], derived: bool = False) -> RunConf
 
 
 def load_run_config(run_dir: str | Path) -> RunConfig:
-    """Read a translation run's ``run_dir/config.json``; errors name the folder and the fix."""
+    """Read a translation run's ``run_dir/config.json``; errors name the file and the fix.
+
+    A model section that is malformed, or describes a model too big for this machine's memory
+    (a damaged or edited file), is refused before anything is built.
+    """
     raw = read_run_config(run_dir)
     if raw.get("task", "translation") != "translation":
         raise ConfigError(
             f"{run_dir} is a {raw['task']} run, not a translation run; train one "
             "with `attnkit train --run DIR`"
         )
-    return run_config_from_dict(raw, derived=True)
+    path = Path(run_dir) / "config.json"
+    try:
+        cfg = run_config_from_dict(raw, derived=True)
+        check_model_size(from_dict(model_config_class(cfg.model_type), cfg.model, "model"), "model")
+    except (ConfigError, TypeError, ValueError, AttributeError) as err:
+        raise ConfigError(
+            f"{path}: {err}" + ("" if "restore" in str(err) else "; restore the file or retrain")
+        ) from None
+    return cfg
 
 
 def run_config_dict(cfg: RunConfig) -> dict[str, Any]:

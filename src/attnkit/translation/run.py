@@ -19,12 +19,19 @@ from typing import Any
 import torch
 from torch import nn
 
-from attnkit.config import ConfigError, TrainConfig
+from attnkit.config import ConfigError, TrainConfig, from_dict
 from attnkit.models import build_seq2seq
+from attnkit.models.size import check_model_size
 from attnkit.training.manager import CheckpointManager, save_averaged
+from attnkit.training.runlock import run_lock
 from attnkit.training.runs import train_run
 from attnkit.training.trainer import TrainResult
-from attnkit.translation.config import RunConfig, load_run_config, run_config_dict
+from attnkit.translation.config import (
+    RunConfig,
+    load_run_config,
+    model_config_class,
+    run_config_dict,
+)
 from attnkit.translation.task import PreparedData, TranslationTask, prepare_data
 from attnkit.translation.translator import Translator
 
@@ -61,6 +68,11 @@ class TranslationRecipe:
             if data.src_tok is not data.tgt_tok and model.get("tie_embeddings") == "all":
                 raise ConfigError("model.tie_embeddings='all' needs data.shared_vocab=true")
         cfg = dataclasses.replace(cfg, model=model)
+        check_model_size(
+            from_dict(model_config_class(cfg.model_type), model, "model"),
+            "the model section",
+            fix="choose smaller sizes (--set model.d_model=...)",
+        )
         return cfg, build_seq2seq(cfg.model_type, model)
 
     def config_dict(self, cfg: RunConfig, data: PreparedData) -> dict[str, Any]:
@@ -120,6 +132,9 @@ def average_run_checkpoints(
 
     Returns:
         The new checkpoint's path and the checkpoints averaged.
+
+    Raises:
+        RunLockedError: another process is writing the run (training it, or averaging).
     """
     run_dir = Path(run_dir)
     if (
@@ -135,6 +150,13 @@ def average_run_checkpoints(
     if n is not None and n < 1:
         raise ConfigError(f"the number of checkpoints to average must be >= 1, got {n}")
     cfg = load_run_config(run_dir)
+    with run_lock(run_dir, f"attnkit average --run {run_dir}"):
+        return _average_locked(run_dir, cfg, kind, n, name)
+
+
+def _average_locked(
+    run_dir: Path, cfg: RunConfig, kind: str, n: int | None, name: str
+) -> tuple[Path, list[Path]]:
     paths = CheckpointManager(
         run_dir, keep_best=cfg.train.keep_best, keep_recent=cfg.train.keep_last
     ).paths(kind)

@@ -7,6 +7,8 @@ A translation run folder holds, besides the common files (:mod:`attnkit.training
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,7 @@ from attnkit.data.text import PAD_ID, tidy_punctuation_spacing
 from attnkit.data.tokenizers import SentencePieceTokenizer, Tokenizer, WordTokenizer, load_tokenizer
 from attnkit.decoding import beam_search, greedy_decode
 from attnkit.evaluation.metrics import corpus_bleu, corpus_chrf
+from attnkit.files import fsync_path
 from attnkit.training import distributed as dist
 from attnkit.training.losses import Seq2SeqObjective, masked_cross_entropy
 from attnkit.translation.config import DataConfig
@@ -84,8 +87,35 @@ def build_tokenizers(
 
 
 def load_tokenizers(directory: Path) -> tuple[Tokenizer, Tokenizer]:
-    """Read back the tokenizers written by :func:`build_tokenizers`."""
-    return load_tokenizer(directory / "src"), load_tokenizer(directory / "tgt")
+    """Read back the tokenizers written by :func:`build_tokenizers`.
+
+    Raises:
+        DataError: one line naming the missing or damaged file and what to do.
+    """
+    try:
+        return load_tokenizer(directory / "src"), load_tokenizer(directory / "tgt")
+    except DataError as err:
+        raise DataError(
+            f"{err}; the run's tokenizer folder {directory} is damaged: restore it from a copy "
+            "of the run or retrain the run"
+        ) from None
+
+
+def _build_tokenizers_atomically(
+    cfg: DataConfig, pairs: Sequence[tuple[str, str]], directory: Path
+) -> tuple[Tokenizer, Tokenizer]:
+    """:func:`build_tokenizers` into ``<directory>.tmp``, then renamed to ``directory``: a run
+    killed while writing them leaves no half tokenizer folder behind."""
+    building = directory.with_name(directory.name + ".tmp")
+    shutil.rmtree(building, ignore_errors=True)  # what a killed run left
+    tokenizers = build_tokenizers(cfg, pairs, building)
+    for file in sorted(building.rglob("*")):
+        fsync_path(file)
+    if directory.exists():
+        shutil.rmtree(directory)
+    os.rename(building, directory)
+    fsync_path(directory.parent)
+    return tokenizers
 
 
 def prepare_data(cfg: DataConfig, run_dir: Path, max_len: int) -> PreparedData:
@@ -118,7 +148,7 @@ def prepare_data(cfg: DataConfig, run_dir: Path, max_len: int) -> PreparedData:
                 f"{tok_dir}: tokenizers must be built by rank 0 before other ranks "
                 "start; launch through `attnkit train --nproc N`"
             )
-        src_tok, tgt_tok = build_tokenizers(cfg, train_pairs, tok_dir)
+        src_tok, tgt_tok = _build_tokenizers_atomically(cfg, train_pairs, tok_dir)
     train = encode_pairs(train_pairs, src_tok, tgt_tok, max_len=max_len, on_too_long="drop")
     if not train:
         raise DataError(f"{cfg.source}: no training pair fits max_len={max_len} tokens")

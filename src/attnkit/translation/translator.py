@@ -14,9 +14,10 @@ from torch import nn
 from attnkit.config import ConfigError
 from attnkit.data.errors import DataError
 from attnkit.data.sentences import split_sentences
-from attnkit.data.text import tidy_punctuation_spacing
+from attnkit.data.text import restore_case, tidy_punctuation_spacing
 from attnkit.data.tokenizers import Tokenizer
 from attnkit.models import build_seq2seq
+from attnkit.models.quantize import check_quantize, quantize_int8
 from attnkit.training.checkpoint import load_checkpoint
 from attnkit.training.runfolder import find_checkpoint
 from attnkit.training.trainer import resolve_device
@@ -59,15 +60,27 @@ class Translator:
 
     @classmethod
     def load(
-        cls, run_dir: str | Path, checkpoint: str = "best", device: str = "auto"
+        cls,
+        run_dir: str | Path,
+        checkpoint: str = "best",
+        device: str = "auto",
+        *,
+        quantize: str | None = None,
     ) -> Translator:
-        """Load ``best`` (highest validation BLEU), ``last``, or a checkpoint folder path."""
+        """Load ``best`` (highest validation BLEU), ``last``, or a checkpoint folder path.
+
+        ``quantize="int8"``: dynamic int8 quantization of the Linear layers for CPU inference
+        (:func:`attnkit.models.quantize.quantize_int8`; ``device`` must be the CPU).
+        """
+        check_quantize(quantize, device)
         run_dir = Path(run_dir)
         cfg = load_run_config(run_dir)
         src_tok, tgt_tok = load_tokenizers(run_dir / "tokenizer")
         model = build_seq2seq(cfg.model_type, cfg.model)
         path = find_checkpoint(run_dir, checkpoint, cfg.train.keep_best)
         load_checkpoint(path, model, with_state=False)
+        if quantize is not None:
+            return cls(quantize_int8(model), src_tok, tgt_tok, config=cfg)
         return cls(model.to(resolve_device(device)), src_tok, tgt_tok, config=cfg)
 
     def encode_sources(self, sentences: Sequence[str]) -> list[list[int]]:
@@ -77,6 +90,8 @@ class Translator:
         for i, sentence in enumerate(sentences, 1):
             if self.config.data.tidy_source_punctuation:
                 sentence = tidy_punctuation_spacing(sentence)  # as the training sources were
+            if not self.config.data.lowercase:
+                sentence = restore_case(sentence)  # "i lost." reads as the cased "I lost."
             tokens = self.src_tok.encode(sentence)
             if len(tokens) > limit:
                 raise DataError(
@@ -115,14 +130,8 @@ class Translator:
         ]  # sentences of each text
         flat = [s for sentences in pieces for s in sentences]
         sources = self.encode_sources(flat)
-        results = decode_corpus(
-            self.model,
-            sources,
-            self.config.decode,
-            beam_size=beam,
-            max_tokens=max_tokens,
-            need_weights=need_weights,
-            n_best=n_best,
+        results = self.decode_ids(
+            sources, beam_size=beam, max_tokens=max_tokens, need_weights=need_weights, n_best=n_best
         )
         done = iter(self._translation(s, r) for s, r in zip(flat, results, strict=True))
         out = []
@@ -141,6 +150,28 @@ class Translator:
                     )
                 )
         return out
+
+    def decode_ids(
+        self,
+        sources: Sequence[list[int]],
+        *,
+        beam_size: int,
+        max_tokens: int = 8192,
+        need_weights: bool = False,
+        n_best: int | None = None,
+    ) -> list[Any]:
+        """Decode source id sequences: per source, the greedy :class:`Hypothesis` or the n-best
+        list of beam search (:func:`attnkit.translation.task.decode_corpus`). Engines that run
+        the model elsewhere (CTranslate2) override this and keep everything else."""
+        return decode_corpus(
+            self.model,
+            sources,
+            self.config.decode,
+            beam_size=beam_size,
+            max_tokens=max_tokens,
+            need_weights=need_weights,
+            n_best=n_best,
+        )
 
     def _translation(self, sentence: str, result: Any) -> Translation:
         """One sentence's :class:`Translation` from a decoding result (or an n-best list)."""

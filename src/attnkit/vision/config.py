@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from attnkit.config import ConfigError, TrainConfig, ViTConfig, from_dict, to_dict
+from attnkit.models.size import check_model_size
 from attnkit.training.runfolder import read_run_config
 
 __all__ = [
@@ -201,7 +202,15 @@ def load_vision_config(run_dir: str | Path) -> tuple[VisionRunConfig, list[str]]
     if not isinstance(classes, list) or not classes:
         raise ConfigError(f"{run_dir}/config.json has no class names; retrain the run")
     sections = {k: raw[k] for k in ("model", "data", "train") if k in raw}
-    return from_dict(VisionRunConfig, sections, ""), [str(c) for c in classes]
+    try:
+        cfg = from_dict(VisionRunConfig, sections, "")
+        check_model_size(cfg.model, "model")
+    except ConfigError as err:
+        raise ConfigError(
+            f"{Path(run_dir) / 'config.json'}: {err}"
+            + ("" if "restore" in str(err) else "; restore the file or retrain")
+        ) from None
+    return cfg, [str(c) for c in classes]
 
 
 def vision_config_dict(cfg: VisionRunConfig, classes: list[str]) -> dict[str, Any]:

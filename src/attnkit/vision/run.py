@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from attnkit.config import TrainConfig, ViTConfig
+from attnkit.models.size import check_model_size
 from attnkit.models.vit import VisionTransformer
 from attnkit.training.runs import train_run
 from attnkit.training.trainer import TrainResult
@@ -56,6 +57,7 @@ class VisionRecipe:
 
     def build(self, cfg: VisionRunConfig, data: ImageData) -> tuple[VisionRunConfig, nn.Module]:
         cfg = dataclasses.replace(cfg, model=_model_config(cfg.model, data))
+        check_model_size(cfg.model, "the model section", fix="choose smaller model sizes")
         return cfg, VisionTransformer(cfg.model)
 
     def config_dict(self, cfg: VisionRunConfig, data: ImageData) -> dict[str, Any]:

@@ -110,7 +110,8 @@ def show_heatmaps(
         yticklabels: optional Q labels for the rows of each matrix (e.g. query tokens).
         path: if given, save the figure there (``.png``, ``.svg`` or ``.pdf``).
         dpi: figure resolution; a PNG is ``figsize * dpi`` pixels.
-        vmin, vmax: colour scale limits (default: min and max over all matrices).
+        vmin: lower limit of the colour scale (default: the minimum over all matrices).
+        vmax: upper limit of the colour scale (default: the maximum over all matrices).
 
     Returns:
         The matplotlib ``Figure``; ``fig.axes`` lists the panels row by row, then the colorbar.
@@ -205,7 +206,8 @@ def attention_grid(
             as ``tgt_tokens``.
         tgt_tokens: labels for the Q queries (y axis).
         key: which entry of a dict to show (optional when the dict has a single entry).
-        xlabel, ylabel: axis titles; with several layers the rows are labelled ``layer 1``,
+        xlabel: title of the x axis.
+        ylabel: title of the y axis; with several layers the rows are labelled ``layer 1``,
             ``layer 2``... and ``ylabel`` goes to the left of the whole figure.
         figsize: whole-figure size in inches (default grows with the number of panels and tokens).
         cmap: matplotlib colormap name.

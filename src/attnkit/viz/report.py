@@ -25,7 +25,7 @@ from typing import Any
 from attnkit.viz.curves import pivot_splits, plot_curves
 from attnkit.viz.samples import KIND_TITLES, AttentionSample
 
-__all__ = ["build_report", "write_report", "samples_json"]
+__all__ = ["attention_view_html", "build_report", "report_asset", "write_report", "samples_json"]
 
 _DECIMALS = 5  # weights are stored rounded, which keeps a report of a few sentences small
 _TABLE_COLUMNS = ("step", "epoch", "loss", "bleu", "chrf", "accuracy", "lr", "tokens_per_s")
@@ -127,6 +127,28 @@ def _samples_table(samples: Sequence[AttentionSample]) -> str:
     )
 
 
+def attention_view_html() -> str:
+    """The elements ``report.js`` fills: the four selects, caption, matrix, strip and status
+    (also used by the page of ``attnkit serve``)."""
+    return (
+        '<div class="controls">'
+        + "".join(
+            f'<label>{name} <select id="attn-{name}"></select></label>'
+            for name in ("sentence", "kind", "layer", "head")
+        )
+        + "</div><p id='attn-caption'></p>"
+        '<table id="attn-matrix"></table><div class="strip" id="attn-strip"></div>'
+        '<div id="attn-status"></div>'
+    )
+
+
+def report_asset(name: str) -> str:
+    """The text of ``report.js`` or ``report.css`` (the report's attention view and style)."""
+    if name not in ("report.js", "report.css"):
+        raise ValueError(f"report assets are report.js and report.css, got {name!r}")
+    return _asset(name)
+
+
 def build_report(
     samples: Sequence[AttentionSample],
     metric_rows: Sequence[Mapping[str, Any]] | None = None,
@@ -176,17 +198,7 @@ def build_report(
     parts.append(
         _samples_table(samples) if samples else '<p class="muted">no sample translations</p>'
     )
-    parts.append(
-        "<h2>Attention</h2>"
-        '<div class="controls">'
-        + "".join(
-            f'<label>{name} <select id="attn-{name}"></select></label>'
-            for name in ("sentence", "kind", "layer", "head")
-        )
-        + "</div><p id='attn-caption'></p>"
-        '<table id="attn-matrix"></table><div class="strip" id="attn-strip"></div>'
-        '<div id="attn-status"></div>'
-    )
+    parts.append("<h2>Attention</h2>" + attention_view_html())
     payload = {"samples": samples_json(samples), "kinds": dict(KIND_TITLES)}
     return (
         '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'

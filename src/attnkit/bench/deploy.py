@@ -1,0 +1,369 @@
+"""``attnkit bench deploy``: serving-time speed, side by side in one process on one model and one
+set of sentences.
+
+Rows (ratios are speed ratios, higher = attnkit faster; runs alternate, medians are quoted):
+
+* attnkit greedy and beam 5 float32 vs CTranslate2 float32 (target >= 0.8x CTranslate2's speed);
+* attnkit int8 (``--quantize int8``) vs attnkit float32, greedy (target >= 1.5x) and the BLEU
+  change on the held-out sentences (target |delta| <= 0.5);
+* CTranslate2 int8 vs float32 (for reference, no target);
+* the HTTP server: requests/s with 32 concurrent clients (dynamic batching) vs one request at a
+  time (target >= 5x), and the p50/p99 latency of both.
+
+The model is a run's (``--run``: its best checkpoint and its held-out validation sources), or a
+dates Transformer trained here for a short budget (sizes ``tiny``/``quick``/``full``). Rows whose
+engine is not installed (``ctranslate2``; ``fastapi``/``uvicorn``/``httpx``) say so and are skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from attnkit.bench.suite import Row, _target
+from attnkit.bench.timing import alternate, median
+from attnkit.evaluation.metrics import corpus_bleu
+
+__all__ = ["DEPLOY_SIZES", "DeploySizes", "deploy_rows", "prepare_model"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeploySizes:
+    """The model trained when no ``--run`` is given, and how much is measured."""
+
+    model: dict[str, int]
+    train_seconds: float
+    num_examples: int
+    sentences: int
+    repeats: int
+    clients: int
+    requests_per_client: int
+    sequential_requests: int
+
+
+DEPLOY_SIZES = {
+    "full": DeploySizes(
+        model=dict(
+            d_model=256, num_heads=4, ffn_hidden=1024, num_encoder_layers=3, num_decoder_layers=3
+        ),
+        train_seconds=240,
+        num_examples=20000,
+        sentences=400,
+        repeats=5,
+        clients=32,
+        requests_per_client=20,
+        sequential_requests=100,
+    ),
+    "quick": DeploySizes(
+        model=dict(
+            d_model=128, num_heads=4, ffn_hidden=512, num_encoder_layers=2, num_decoder_layers=2
+        ),
+        train_seconds=90,
+        num_examples=8000,
+        sentences=200,
+        repeats=3,
+        clients=32,
+        requests_per_client=5,
+        sequential_requests=40,
+    ),
+    "tiny": DeploySizes(  # for tests: every code path, figures mean nothing
+        model=dict(
+            d_model=32, num_heads=2, ffn_hidden=64, num_encoder_layers=1, num_decoder_layers=1
+        ),
+        train_seconds=5,
+        num_examples=600,
+        sentences=12,
+        repeats=1,
+        clients=4,
+        requests_per_client=2,
+        sequential_requests=4,
+    ),
+}
+
+
+def prepare_model(sizes: DeploySizes, folder: Path) -> Path:
+    """Train a dates Transformer of ``sizes.model`` for ``sizes.train_seconds`` into ``folder``."""
+    from attnkit.translation.config import preset_for, run_config_from_dict
+    from attnkit.translation.run import train_translator
+
+    cfg = preset_for("dates", "transformer")
+    cfg["model"].update(sizes.model, dropout=0.0)
+    cfg["data"].update(source="dates", num_examples=sizes.num_examples, valid_limit=sizes.sentences)
+    cfg["train"].update(
+        epochs=100,
+        time_budget=sizes.train_seconds,
+        device="cpu",
+        log_every=50,
+        lr=3e-3,
+        warmup_steps=100,
+        max_tokens=1500,
+    )
+    cfg["model_type"] = "transformer"
+    train_translator(run_config_from_dict(cfg), folder)
+    return folder
+
+
+def _held_out(run: Path, limit: int) -> tuple[list[str], list[list[str]]]:
+    from attnkit.translation.config import load_run_config
+    from attnkit.translation.task import prepare_data
+
+    cfg = load_run_config(run)
+    data = prepare_data(replace(cfg.data, valid_limit=limit), run, cfg.data.max_len)
+    refs = data.valid_refs[:limit]
+    return [s for s, _ in refs], [r for _, r in refs]
+
+
+def _speed_row(
+    measure: str, times: dict[str, list[float]], ours: str, ref: str, *, target: float | None
+) -> Row:
+    """A row of seconds for the same work: ratio = reference time / our time (speed ratio)."""
+    t_ours, t_ref = median(times[ours]), median(times[ref])
+    ratio = t_ref / t_ours
+    fields = _target(ratio, ">=", target) if target is not None else {}
+    return Row(
+        section="deploy",
+        measure=measure,
+        ours=f"{t_ours * 1000:.0f} ms",
+        reference=f"{t_ref * 1000:.0f} ms ({ref})",
+        ratio=ratio,
+        **fields,
+    )
+
+
+def _engine_rows(
+    run: Path, sentences: list[str], refs: list[list[str]], sizes: DeploySizes, scratch: Path
+) -> list[Row]:
+    from attnkit.translation.translator import Translator
+
+    rows: list[Row] = []
+    fp32 = Translator.load(run, device="cpu")
+    int8 = Translator.load(run, device="cpu", quantize="int8")
+    runs: dict[str, Callable[[], Any]] = {
+        "attnkit greedy": lambda: fp32.translate(sentences, beam_size=1),
+        "attnkit int8 greedy": lambda: int8.translate(sentences, beam_size=1),
+        "attnkit beam 5": lambda: fp32.translate(sentences, beam_size=5),
+    }
+    try:
+        from attnkit.export.ct2 import CTranslate2Translator, export_ctranslate2
+
+        threads = torch.get_num_threads()
+        folder = scratch / "ct2"
+        ct2 = {
+            q: CTranslate2Translator.load(
+                export_ctranslate2(run, folder / q, q), intra_threads=threads
+            )
+            for q in ("float32", "int8")
+        }
+        runs["ct2 greedy"] = lambda: ct2["float32"].translate(sentences, beam_size=1)
+        runs["ct2 int8 greedy"] = lambda: ct2["int8"].translate(sentences, beam_size=1)
+        runs["ct2 beam 5"] = lambda: ct2["float32"].translate(sentences, beam_size=5)
+    except ImportError as err:
+        ct2 = {}
+        rows.append(Row(section="deploy", measure="CTranslate2", ours="", reference="",
+                        note=f"skipped: {err}"))  # fmt: skip
+    outputs = {name: fn() for name, fn in runs.items()}  # warm-up, and the outputs compared
+    times = alternate(runs, repeats=sizes.repeats, warmup=0)
+    n = len(sentences)
+    if ct2:
+        same = sum(
+            a.tokens == b.tokens
+            for a, b in zip(outputs["attnkit greedy"], outputs["ct2 greedy"], strict=True)
+        )
+        for mode in ("greedy", "beam 5"):
+            row = _speed_row(
+                f"{mode} float32, {n} sentences: attnkit vs CTranslate2 (speed)",
+                times,
+                f"attnkit {mode}",
+                f"ct2 {mode}",
+                target=0.8,
+            )
+            if mode == "greedy":
+                row.note = f"identical outputs {same}/{n}"
+            rows.append(row)
+    row = _speed_row(
+        f"greedy, {n} sentences: attnkit int8 vs float32 (speed)",
+        times,
+        "attnkit int8 greedy",
+        "attnkit greedy",
+        target=1.5,
+    )
+    same = sum(
+        a.tokens == b.tokens
+        for a, b in zip(outputs["attnkit greedy"], outputs["attnkit int8 greedy"], strict=True)
+    )
+    row.note = f"identical outputs {same}/{n}"
+    rows.append(row)
+    bleu = {
+        name: corpus_bleu([t.text for t in outputs[name]], refs).score
+        for name in outputs
+        if "greedy" in name
+    }
+    delta = bleu["attnkit int8 greedy"] - bleu["attnkit greedy"]
+    rows.append(
+        Row(
+            section="deploy",
+            measure=f"BLEU change, attnkit int8 vs float32 greedy ({n} held-out)",
+            ours=f"{bleu['attnkit int8 greedy']:.2f}",
+            reference=f"{bleu['attnkit greedy']:.2f}",
+            ratio=delta,
+            target="|delta| <= 0.5",
+            passed=abs(delta) <= 0.5,
+            note="ratio column = BLEU delta",
+        )
+    )
+    if ct2:
+        rows.append(
+            _speed_row(
+                f"greedy, {n} sentences: CTranslate2 int8 vs float32 (speed)",
+                times,
+                "ct2 int8 greedy",
+                "ct2 greedy",
+                target=None,
+            )
+        )
+        rows[-1].note = (
+            f"BLEU {bleu['ct2 int8 greedy']:.2f} vs {bleu['ct2 greedy']:.2f} "
+            f"(attnkit float32 {bleu['attnkit greedy']:.2f})"
+        )
+    return rows
+
+
+def _percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def _server_rows(run: Path, sentences: list[str], sizes: DeploySizes) -> list[Row]:
+    """Requests/s and latency of ``attnkit serve`` in its own process (as deployed: the clients
+    here do not share its interpreter), 32 concurrent clients vs one request at a time."""
+    try:
+        import fastapi  # noqa: F401 - the server process needs it
+        import httpx
+        import uvicorn  # noqa: F401
+
+        from attnkit.serve.server import free_port
+    except ImportError as err:
+        return [Row(section="deploy", measure="server", ours="", reference="",
+                    note=f"skipped: {err}")]  # fmt: skip
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request otherwise
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    cmd = [sys.executable, "-m", "attnkit.cli", "serve", "--run", str(run), "--port", str(port)]
+    cmd += ["--threads", str(torch.get_num_threads()), "--max-queue", "4096"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def client(texts: Sequence[str], latencies: list[float], errors: list[str]) -> None:
+        with httpx.Client(timeout=300) as http:
+            for text in texts:
+                start = time.perf_counter()
+                r = http.post(f"{base}/v1/translate", json={"text": text, "beam": 1})
+                latencies.append(time.perf_counter() - start)
+                if r.status_code != 200:
+                    errors.append(r.text[:80])
+
+    def measure(clients: int, per_client: int) -> tuple[float, list[float], list[str], dict]:
+        before = httpx.get(f"{base}/health").json()
+        latencies: list[float] = []
+        errors: list[str] = []
+        jobs = [
+            [sentences[(c * per_client + i) % len(sentences)] for i in range(per_client)]
+            for c in range(clients)
+        ]
+        threads = [threading.Thread(target=client, args=(j, latencies, errors)) for j in jobs]
+        start = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(600)
+        rps = clients * per_client / (time.perf_counter() - start)
+        after = httpx.get(f"{base}/health").json()
+        batches = max(after["batches"] - before["batches"], 1)
+        return rps, latencies, errors, {"mean_batch": clients * per_client / batches}
+
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"attnkit serve did not start: {proc.stderr.read()[-300:]}")
+            try:
+                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.2)
+        measure(2, 2)  # warm-up
+        seq_rps, seq_lat, seq_err, _ = measure(1, sizes.sequential_requests)
+        par_rps, par_lat, par_err, stats = measure(sizes.clients, sizes.requests_per_client)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    ratio = par_rps / seq_rps
+
+    def ms(lat: list[float]) -> str:
+        return f"p50 {_percentile(lat, 0.5) * 1000:.0f} / p99 {_percentile(lat, 0.99) * 1000:.0f}"
+
+    return [
+        Row(
+            section="deploy",
+            measure=f"server requests/s: {sizes.clients} concurrent clients vs one at a time",
+            ours=f"{par_rps:.1f}/s",
+            reference=f"{seq_rps:.1f}/s",
+            ratio=ratio,
+            note=f"mean batch {stats['mean_batch']:.1f}, errors {len(par_err) + len(seq_err)}",
+            **_target(ratio, ">=", 5.0),
+        ),
+        Row(
+            section="deploy",
+            measure="server latency ms: concurrent vs one at a time",
+            ours=ms(par_lat),
+            reference=ms(seq_lat),
+            ratio=statistics.median(par_lat) / statistics.median(seq_lat),
+            note="ratio = p50 concurrent / p50 alone",
+        ),
+    ]
+
+
+def deploy_rows(
+    *,
+    run: str | Path | None = None,
+    sizes: str = "full",
+    emit: Callable[[list[Row]], None] | None = None,
+) -> list[Row]:
+    """Run the deployment benchmark and return its rows (``emit`` gets each group when done).
+
+    Args:
+        run: a translation run folder; None trains a dates model first (:func:`prepare_model`).
+        sizes: ``full``, ``quick`` or ``tiny``.
+        emit: called with the rows of each group (engines, server) as they finish.
+    """
+    if sizes not in DEPLOY_SIZES:
+        raise ValueError(f"sizes must be one of {list(DEPLOY_SIZES)}, got {sizes!r}")
+    preset = DEPLOY_SIZES[sizes]
+    with tempfile.TemporaryDirectory(prefix="attnkit-bench-deploy-") as tmp:
+        folder = Path(run) if run is not None else prepare_model(preset, Path(tmp) / "dates")
+        sentences, refs = _held_out(folder, preset.sentences)
+        rows: list[Row] = []
+        for group in (
+            lambda: _engine_rows(folder, sentences, refs, preset, Path(tmp)),
+            lambda: _server_rows(folder, sentences, preset),
+        ):
+            new = group()
+            rows.extend(new)
+            if emit is not None:
+                emit(new)
+    return rows

@@ -1,0 +1,169 @@
+"""``attnkit serve``: an HTTP server for a translation run, a ViT run or a pretrained encoder."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from attnkit.cli.options import add_checkpoint_option, add_threads_option, apply_threads
+
+__all__ = ["register", "load_backend"]
+
+ENGINES = ("attnkit", "ctranslate2", "onnxruntime")
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="serve a run (translate, classify) or a pretrained encoder (embed) over HTTP",
+        description="Serve a model over HTTP with dynamic batching: POST /v1/translate "
+        "(translation runs), /v1/classify (ViT runs), /v1/embed (--model); GET /v1/models, "
+        "/health, /openapi.json, and / (a page to translate and see the attention). Listens "
+        "on 127.0.0.1 unless --host says otherwise; SIGTERM answers every accepted request, "
+        "then exits.",
+    )
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", help="run folder (translation or ViT classification)")
+    source.add_argument(
+        "--model",
+        help="pretrained sentence encoder: minilm or a folder (with --engine onnxruntime: a "
+        "folder from `attnkit export --format onnx --model ...`)",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="interface (default: loopback only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument(
+        "--api-key",
+        help="require this key (Authorization: Bearer KEY); default: env ATTNKIT_API_KEY",
+    )
+    p.add_argument(
+        "--engine",
+        default="attnkit",
+        choices=ENGINES,
+        help="attnkit (PyTorch), ctranslate2 (translation, after `attnkit export`), "
+        "onnxruntime (ViT runs and encoders, after `attnkit export --format onnx`)",
+    )
+    p.add_argument("--quantize", choices=("int8",), help="dynamic int8 Linear layers (CPU)")
+    add_checkpoint_option(p)
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda (attnkit engine)")
+    add_threads_option(p)
+    p.add_argument("--max-chars", type=int, default=1000, help="characters per text (413)")
+    p.add_argument("--max-items", type=int, default=64, help="texts per request (413)")
+    p.add_argument("--max-queue", type=int, default=256, help="waiting requests (429)")
+    p.add_argument(
+        "--max-wait-ms", type=float, default=5.0, help="how long a request waits to be batched"
+    )
+    p.add_argument(
+        "--max-batch-tokens", type=int, default=4096, help="estimated source tokens per batch"
+    )
+    p.set_defaults(func=cmd_serve)
+
+
+def load_backend(
+    *,
+    run: str | None = None,
+    model: str | None = None,
+    engine: str = "attnkit",
+    quantize: str | None = None,
+    checkpoint: str = "best",
+    device: str = "cpu",
+) -> Any:
+    """The serving backend of a run folder (dispatched on its kind) or a pretrained encoder."""
+    from attnkit.serve.backends import ClassifyBackend, EmbedBackend, TranslateBackend
+
+    if quantize is not None and engine != "attnkit":
+        raise ValueError(
+            f"--quantize applies to --engine attnkit; for {engine} export with "
+            "`attnkit export --quantization int8` instead"
+        )
+    if model is not None:
+        name = Path(model).name if Path(model).exists() else model
+        if engine == "onnxruntime":
+            from attnkit.export.onnx import OnnxSentenceEncoder
+
+            encoder: Any = OnnxSentenceEncoder.load(model)
+        elif engine == "attnkit":
+            from attnkit.pretrained.embeddings import SentenceEncoder
+
+            encoder = SentenceEncoder.from_pretrained(model, device, quantize=quantize)
+        else:
+            raise ValueError("--engine ctranslate2 serves translation runs; use --run")
+        return EmbedBackend(encoder, name=name, engine=engine, quantize=quantize)
+    assert run is not None
+    from attnkit.training.runfolder import read_run_config, run_kind
+
+    read_run_config(run)  # a clear error for a folder that is not a run
+    kind, name = run_kind(run), Path(run).name
+    if kind == "translation":
+        if engine == "ctranslate2":
+            from attnkit.export.ct2 import CTranslate2Translator
+
+            translator: Any = CTranslate2Translator.load(run, device=device)
+        elif engine == "attnkit":
+            from attnkit.translation.translator import Translator
+
+            translator = Translator.load(
+                run, checkpoint=checkpoint, device=device, quantize=quantize
+            )
+        else:
+            raise ValueError("--engine onnxruntime serves ViT runs and encoders; use attnkit")
+        return TranslateBackend(translator, name=name, engine=engine, quantize=quantize)
+    if kind == "classification":
+        if engine == "onnxruntime":
+            from attnkit.export.onnx import OnnxClassifier
+
+            classifier: Any = OnnxClassifier.load(run)
+        elif engine == "attnkit":
+            if quantize is not None:
+                raise ValueError("--quantize is for translation runs and encoders")
+            from attnkit.vision.classifier import Classifier
+
+            classifier = Classifier.load(run, checkpoint=checkpoint, device=device)
+        else:
+            raise ValueError("--engine ctranslate2 serves translation runs only")
+        return ClassifyBackend(classifier, name=name, engine=engine)
+    raise ValueError(
+        f"{run} is a {kind} run; attnkit serve serves translation and classification runs "
+        "(and encoders with --model)"
+    )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from attnkit.serve.server import run_server
+
+    try:
+        from attnkit.serve.app import Limits, create_app
+    except ImportError as err:
+        raise OSError(
+            f"attnkit serve needs fastapi and uvicorn ({err}); "
+            "install them with `pip install 'attnkit[serve]'`"
+        ) from None
+    if not 0 < args.port < 65536:
+        raise ValueError(f"--port must be in 1..65535, got {args.port}")
+    apply_threads(args)
+    limits = Limits(
+        max_chars=args.max_chars,
+        max_items=args.max_items,
+        max_queue=args.max_queue,
+        max_wait_ms=args.max_wait_ms,
+        max_batch_tokens=args.max_batch_tokens,
+    )
+    backend = load_backend(
+        run=args.run,
+        model=args.model,
+        engine=args.engine,
+        quantize=args.quantize,
+        checkpoint=args.checkpoint,
+        device=args.device,
+    )
+    api_key = args.api_key or os.environ.get("ATTNKIT_API_KEY") or None
+    app = create_app(backend, api_key=api_key, limits=limits)
+    print(
+        f"attnkit serve: {backend.kind} model {backend.name} ({backend.engine}"
+        f"{', ' + args.quantize if args.quantize else ''}) on http://{args.host}:{args.port}/"
+        f"{'  (API key required)' if api_key else ''}",
+        flush=True,
+    )
+    run_server(app, host=args.host, port=args.port, log_level="warning")
+    return 0

@@ -1,0 +1,282 @@
+"""``attnkit finetune`` and ``attnkit predict``; the text-classification side of ``attnkit
+evaluate``, ``attnkit attention`` and ``attnkit embed`` (those commands dispatch here on the
+run's kind)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from attnkit.cli.options import (
+    add_checkpoint_option,
+    add_run_options,
+    apply_threads,
+    input_chunks,
+    progress_wanted,
+    resume_overrides,
+    run_flags,
+)
+
+__all__ = [
+    "register",
+    "resolve_textclass_config",
+    "evaluate_textclass",
+    "attention_textclass",
+    "embed_textclass",
+]
+
+#: Flags of ``finetune`` that fix the run (a ``--resume`` may not change them).
+_FIXED = (
+    "model",
+    "data",
+    "valid",
+    "text_column",
+    "label_column",
+    "batch_size",
+    "max_length",
+    "lr",
+    "regression",
+    "config",
+)
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "finetune",
+        help="fine-tune a pretrained encoder (or an attnkit language model) on labelled text",
+        description="Train a classification (or regression) head on a pretrained model, the "
+        "whole model fine-tuned, into a run folder; print the class counts, the validation "
+        "scores and where the best checkpoint is. --data and --valid are TSV or CSV files "
+        "with a header (label<TAB>sentence or sentence<TAB>label) or JSON lines.",
+    )
+    p.add_argument(
+        "--model",
+        help="minilm (all-MiniLM-L6-v2), a Hugging Face BERT-family folder, or an attnkit "
+        "language-model run folder (attnkit train-lm)",
+    )
+    p.add_argument("--data", help="training file (.tsv, .csv or .jsonl)")
+    p.add_argument("--valid", help="validation file (default: a held-out 10%% of --data)")
+    p.add_argument("--run", help="run folder (default: runs/<data>-finetune)")
+    p.add_argument("--text-column", help="text column or key (default: sentence or text)")
+    p.add_argument("--label-column", help="label column or key (default: label)")
+    p.add_argument(
+        "--regression",
+        action="store_true",
+        help="numeric labels, one output, MSE (default: decided from the labels)",
+    )
+    add_run_options(p, set_example="finetune.layer_lr_decay=0.9", budget_example="15m")
+    p.add_argument("--batch-size", type=int, help="sentences per optimizer step (default 32)")
+    p.add_argument("--max-length", type=int, help="tokens per text, longer ones cut (64)")
+    p.add_argument("--lr", type=float, help="peak learning rate (default 1e-4)")
+    p.add_argument(
+        "--eval-every",
+        type=int,
+        metavar="STEPS",
+        help="validate (and keep the best checkpoint) every STEPS updates (default 500)",
+    )
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser(
+        "predict",
+        help="label texts with a fine-tuned run",
+        description="Print the label and its probability (tab-separated) for each text given "
+        "as an argument or line on stdin (read and answered in chunks); a blank line gives a "
+        "blank line. Regression runs print the value.",
+    )
+    p.add_argument("texts", nargs="*", help="texts (default: read lines from stdin)")
+    p.add_argument("--run", required=True, help="run folder of attnkit finetune")
+    p.add_argument("--json", action="store_true", help="one JSON object per text")
+    add_checkpoint_option(p)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=cmd_predict)
+
+
+def resolve_textclass_config(args: argparse.Namespace) -> Any:
+    """Preset for the backbone kind <- config file <- --set overrides <- explicit flags."""
+    from attnkit.config import ConfigError
+    from attnkit.textclass.config import (
+        backbone_kind,
+        textclass_config_from_dict,
+        textclass_preset,
+    )
+    from attnkit.training.runs import resolve_config
+
+    if not args.model or not args.data:
+        raise ConfigError("a new fine-tuning run needs --model and --data (or --resume)")
+    preset = textclass_preset(backbone_kind(args.model))
+    preset["backbone"] = {"source": args.model}
+    preset["data"]["source"] = args.data
+    if args.valid:
+        preset["data"]["valid"] = args.valid
+    merged = resolve_config(
+        preset,
+        config_file=args.config,
+        overrides=args.set,
+        flags={
+            **run_flags(
+                args,
+                batch_size="data.batch_size",
+                max_length="data.max_length",
+                text_column="data.text_column",
+                label_column="data.label_column",
+                lr="train.lr",
+                eval_every="train.eval_every",
+            ),
+            "model.problem": "regression" if args.regression else None,
+        },
+    )
+    return textclass_config_from_dict(merged)
+
+
+def _default_run(args: argparse.Namespace) -> Path:
+    return Path("runs") / f"{Path(args.data or 'text').stem}-finetune"
+
+
+def cmd_finetune(args: argparse.Namespace) -> int:
+    from attnkit.training.launch import relaunch_with_torchrun, under_torchrun
+
+    if args.resume and not args.run:
+        raise ValueError("--resume needs --run DIR")
+    run_dir = Path(args.run) if args.run else _default_run(args)
+    if args.nproc > 1 and not under_torchrun():
+        return relaunch_with_torchrun(args.nproc, args.argv)
+
+    from attnkit.textclass.classifier import TextClassifier
+    from attnkit.textclass.run import train_textclass, validation_texts
+    from attnkit.training import distributed as dist
+
+    apply_threads(args)
+    cfg = None if args.resume else resolve_textclass_config(args)
+    overrides = resume_overrides(args, fixed=_FIXED) if args.resume else None
+    result, classifier = train_textclass(
+        cfg,
+        run_dir,
+        resume=args.resume,
+        train_overrides=overrides,
+        progress=progress_wanted(args),
+        report=print,
+    )
+    if not dist.is_main():
+        return 0
+    print(
+        f"run: {run_dir}  ({result.steps} steps, {result.epochs_done} epochs, "
+        f"{result.seconds:.0f} s, {result.tokens_per_second:.1f} sentences/s, "
+        f"stopped: {result.stopped_because})"
+    )
+    if result.stopped_because == "interrupted":
+        print(
+            f"interrupted: checkpoint saved; continue with: attnkit finetune --run {run_dir} "
+            "--resume",
+            file=sys.stderr,
+        )
+        return 130
+    if result.last_metrics:
+        print("validation: " + "  ".join(f"{k}={v:.4g}" for k, v in result.last_metrics.items()))
+    metric, _ = classifier.config.metric()
+    best = TextClassifier.load(run_dir, "best", device=str(classifier.device))
+    scores = best.evaluate(validation_texts(best.config))
+    summary = _summary(scores, best.problem)
+    print(f"best checkpoint (by validation {metric}; used by predict): {summary}")
+    return 0
+
+
+def _summary(scores: dict[str, Any], problem: str) -> str:
+    if problem == "regression":
+        return (
+            f"pearson={scores['pearson']:.4f}  spearman={scores['spearman']:.4f}  "
+            f"mse={scores['loss']:.4g}  ({scores['n']} texts)"
+        )
+    return (
+        f"accuracy={scores['accuracy']:.2%}  macro_f1={scores['macro_f1']:.4f}  "
+        f"loss={scores['loss']:.4f}  ({scores['n']} texts)"
+    )
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from attnkit.textclass.classifier import TextClassifier
+
+    classifier = TextClassifier.load(args.run, checkpoint=args.checkpoint, device=args.device)
+    for chunk in input_chunks(args.texts):  # stdin is read and answered chunk by chunk
+        real = [t for t in chunk if t.strip()]
+        found = iter(classifier.predict(real) if real else [])
+        for text in chunk:
+            if not text.strip():
+                print()
+                continue
+            p = next(found)
+            if args.json:
+                row: dict[str, Any] = {"text": text}
+                if p.value is not None:
+                    row["value"] = round(p.value, 6)
+                else:
+                    row["label"] = p.label
+                    pairs = zip(classifier.labels, p.probs, strict=True)
+                    row["probs"] = {name: round(x, 6) for name, x in pairs}
+                print(json.dumps(row, ensure_ascii=False))
+            elif p.value is not None:
+                print(f"{p.value:.6g}")
+            else:
+                print(f"{p.label}\t{p.probability:.4f}")
+        sys.stdout.flush()
+    return 0
+
+
+def evaluate_textclass(args: argparse.Namespace) -> int:
+    """``attnkit evaluate --run DIR --data FILE`` for a fine-tuning run: accuracy, macro-F1 and
+    the confusion matrix (regression: Pearson and Spearman), then one JSON line."""
+    from attnkit.textclass.classifier import TextClassifier
+
+    classifier = TextClassifier.load(args.run, checkpoint=args.checkpoint, device=args.device)
+    scores = classifier.evaluate(args.data)
+    print(f"{args.data}: " + _summary(scores, classifier.problem))
+    if classifier.problem == "classification":
+        names = classifier.labels
+        width = max(6, *(len(n) for n in names))
+        print("confusion matrix (rows: true label, columns: predicted):")
+        print(" " * width + "".join(f"  {n:>{width}}" for n in names))
+        for name, row in zip(names, scores["confusion"], strict=True):
+            print(f"{name:>{width}}" + "".join(f"  {c:>{width}}" for c in row))
+    print(json.dumps(scores))
+    return 0
+
+
+def attention_textclass(args: argparse.Namespace, out: Path) -> int:
+    """``attnkit attention --run DIR TEXT`` for a fine-tuning run: the fine-tuned backbone's
+    self-attention, every layer and head."""
+    from attnkit.textclass.classifier import TextClassifier
+    from attnkit.viz.heatmaps import attention_grid
+
+    classifier = TextClassifier.load(args.run, checkpoint=args.checkpoint, device=args.device)
+    tokens, per_layer = classifier.attention(args.sentence)
+    attention_grid(
+        per_layer,
+        src_tokens=tokens,
+        tgt_tokens=tokens,
+        xlabel="Keys",
+        ylabel="Queries",
+        path=out,
+        dpi=args.dpi,
+    )
+    (p,) = classifier.predict([args.sentence])
+    shown = f"{p.value:.4g}" if p.value is not None else f"{p.label} ({p.probability:.0%})"
+    print(f"{args.sentence}  =>  {shown}")
+    print(
+        f"{len(per_layer)} layers x {per_layer[0].shape[0]} heads over {len(tokens)} tokens: {out}"
+    )
+    return 0
+
+
+def embed_textclass(args: argparse.Namespace, texts: list[str]) -> Any:
+    """Sentence embeddings of ``texts`` from a fine-tuning run's backbone (unit length)."""
+    from attnkit.textclass.classifier import TextClassifier
+
+    if getattr(args, "engine", "attnkit") != "attnkit" or getattr(args, "quantize", None):
+        raise ValueError("--engine and --quantize apply to --model, not to --run")
+    device = "cpu" if args.device == "auto" else args.device
+    classifier = TextClassifier.load(
+        args.run, checkpoint=getattr(args, "checkpoint", "best"), device=device
+    )
+    return classifier.embed(texts, batch_size=args.batch_size)

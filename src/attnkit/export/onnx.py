@@ -1,0 +1,409 @@
+"""ONNX export of encoder models (the pretrained sentence encoder, ViT classifiers), run with
+onnxruntime.
+
+* :func:`export_sentence_encoder`: ``(input_ids (B, S) int64, attention_mask (B, S) int64) ->
+  embeddings (B, D)``, the whole of :meth:`SentenceEncoder.encode`'s model part (encoder, pooling,
+  normalisation); tokenization stays attnkit's (the Hugging Face tokenizer of the checkpoint).
+* :func:`export_classifier`: ``images (B, C, H, W) float32 -> logits (B, classes)``.
+
+Both use ``torch.onnx.export`` with dynamic batch (and sequence) axes, then run the exported graph
+and PyTorch on the same inputs and record the largest absolute difference in the folder's
+``attnkit.json`` (:func:`check_onnx` raises when it exceeds the tolerance, 1e-4).
+:class:`OnnxSentenceEncoder` and :class:`OnnxClassifier` are the attnkit inference classes with the
+model replaced by an onnxruntime session.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from attnkit.config import ConfigError, from_dict
+from attnkit.pretrained.bert import resolve_model_path
+from attnkit.pretrained.embeddings import SentenceEncoder
+from attnkit.pretrained.tokenizer import PretrainedTokenizer
+from attnkit.training.runfolder import read_run_config, run_kind
+from attnkit.version import __version__
+from attnkit.vision.classifier import Classifier
+from attnkit.vision.config import VisionRunConfig
+
+__all__ = [
+    "MODEL_FILE",
+    "TOLERANCE",
+    "OnnxClassifier",
+    "OnnxSentenceEncoder",
+    "check_onnx",
+    "export_classifier",
+    "export_onnx",
+    "export_sentence_encoder",
+    "import_onnxruntime",
+]
+
+MODEL_FILE = "model.onnx"
+META_FILE = "attnkit.json"
+DEFAULT_SUBDIR = Path("export") / "onnx"
+#: Largest accepted absolute difference between onnxruntime and PyTorch outputs.
+TOLERANCE = 1e-4
+OPSET = 17
+
+
+def import_onnxruntime() -> Any:
+    """The ``onnxruntime`` module, or an ImportError that says how to install it."""
+    try:
+        import onnxruntime
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "the onnxruntime engine needs the onnx and onnxruntime packages; install them "
+            "with `pip install 'attnkit[export]'`"
+        ) from err
+    return onnxruntime
+
+
+def _session(path: Path, threads: int = 0) -> Any:
+    ort = import_onnxruntime()
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+class _PooledEncoder(nn.Module):
+    """SentenceEncoder's model part as one module: ids and a 0/1 mask -> pooled embeddings."""
+
+    def __init__(self, encoder: SentenceEncoder) -> None:
+        super().__init__()
+        self.model, self.pooling, self.normalize = encoder.model, encoder.pooling, encoder.normalize
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """Shapes: (B, S) int64, (B, S) int64 -> (B, D)."""
+        mask = attention_mask.bool()  # (B, S)
+        hidden, _ = self.model(input_ids, mask)  # (B, S, D)
+        if self.pooling == "mean":
+            weights = mask.unsqueeze(-1).to(hidden.dtype)  # (B, S, 1)
+            pooled = (hidden * weights).sum(1) / weights.sum(1).clamp(min=1e-9)  # (B, D)
+        else:
+            pooled = hidden[:, 0]  # (B, D)
+        return F.normalize(pooled, p=2.0, dim=-1) if self.normalize else pooled
+
+
+class _Logits(nn.Module):
+    """A ViT returning only its logits."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: Tensor) -> Tensor:
+        """Shapes: (B, C, H, W) float -> (B, classes)."""
+        return self.model(images)[0]
+
+
+def _export(
+    module: nn.Module,
+    args: tuple[Tensor, ...],
+    path: Path,
+    *,
+    input_names: list[str],
+    output_name: str,
+    dynamic_axes: dict[str, dict[int, str]],
+) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # tracer warnings about Python-side shape checks
+        torch.onnx.export(
+            module.eval(),
+            args,
+            str(path),
+            input_names=input_names,
+            output_names=[output_name],
+            dynamic_axes=dynamic_axes,
+            opset_version=OPSET,
+            dynamo=False,
+        )
+
+
+def check_onnx(
+    module: nn.Module,
+    path: str | Path,
+    inputs: Sequence[dict[str, np.ndarray]],
+    *,
+    tolerance: float = TOLERANCE,
+) -> float:
+    """Largest absolute difference between onnxruntime and PyTorch over several input batches.
+
+    Args:
+        module: the exported PyTorch module (CPU).
+        path: the ``.onnx`` file.
+        inputs: batches as ``{input name: array}`` (also the module's keyword arguments).
+        tolerance: raise ValueError when the difference is larger.
+
+    Returns:
+        the largest absolute difference (float).
+    """
+    session = _session(Path(path))
+    worst = 0.0
+    with torch.inference_mode():
+        for feed in inputs:
+            got = session.run(None, feed)[0]
+            want = module(*(torch.from_numpy(v) for v in feed.values())).numpy()
+            if got.shape != want.shape:
+                raise ValueError(
+                    f"{path}: onnxruntime gave shape {got.shape}, PyTorch {want.shape}"
+                )
+            worst = max(worst, float(np.abs(got - want).max()))
+    if worst > tolerance:
+        raise ValueError(
+            f"{path}: onnxruntime and PyTorch differ by {worst:.3g} (> {tolerance}); the export "
+            "is not faithful, report it with the model's config"
+        )
+    return worst
+
+
+def _write_meta(folder: Path, meta: dict[str, Any]) -> None:
+    meta = {"format": 1, "attnkit_version": __version__, "engine": "onnxruntime", **meta}
+    (folder / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+
+
+def export_sentence_encoder(
+    model: str | Path = "minilm", out_dir: str | Path = "minilm-onnx", *, check: bool = True
+) -> Path:
+    """Export a pretrained sentence encoder (a short name or a checkpoint folder) to ONNX.
+
+    The folder gets ``model.onnx``, the checkpoint's tokenizer and config files (so
+    :class:`OnnxSentenceEncoder` needs nothing else) and ``attnkit.json`` with the measured
+    difference to PyTorch (``max_abs_diff``) when ``check``.
+
+    Returns:
+        the written folder.
+    """
+    folder = resolve_model_path(model)
+    encoder = SentenceEncoder.from_pretrained(folder, "cpu")
+    module = _PooledEncoder(encoder).eval()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    texts = ["a short one", "a somewhat longer sentence about cats sitting on mats"]
+    batch = encoder.tokenizer(texts)
+    args = (batch.input_ids, batch.attention_mask.long())
+    _export(
+        module,
+        args,
+        out / MODEL_FILE,
+        input_names=["input_ids", "attention_mask"],
+        output_name="embeddings",
+        dynamic_axes={
+            "input_ids": {0: "batch", 1: "sequence"},
+            "attention_mask": {0: "batch", 1: "sequence"},
+            "embeddings": {0: "batch"},
+        },
+    )
+    for name in (
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+    ):
+        if (folder / name).is_file():
+            shutil.copy(folder / name, out / name)
+    if (folder / "1_Pooling").is_dir():
+        shutil.copytree(folder / "1_Pooling", out / "1_Pooling", dirs_exist_ok=True)
+    meta: dict[str, Any] = {
+        "kind": "sentence-encoder",
+        "model": str(model),
+        "pooling": encoder.pooling,
+        "normalize": encoder.normalize,
+        "max_length": encoder.tokenizer.max_length,
+        "pad_id": encoder.tokenizer.pad_id,
+        "dim": encoder.dim,
+    }
+    if check:
+        feeds = []
+        for group in (texts, ["one", "two words", "", "a much longer text " * 8]):
+            b = encoder.tokenizer(group)
+            feeds.append(
+                {
+                    "input_ids": b.input_ids.numpy(),
+                    "attention_mask": b.attention_mask.long().numpy(),
+                }
+            )
+        meta["max_abs_diff"] = check_onnx(module, out / MODEL_FILE, feeds)
+    _write_meta(out, meta)
+    return out
+
+
+def export_classifier(
+    run_dir: str | Path,
+    out_dir: str | Path | None = None,
+    *,
+    checkpoint: str = "best",
+    check: bool = True,
+) -> Path:
+    """Export a ViT classification run to ONNX (default folder ``RUN/export/onnx``).
+
+    Returns:
+        the written folder (``model.onnx``, ``attnkit.json`` with the run's config, class names
+        and, when ``check``, ``max_abs_diff``).
+    """
+    run_dir = Path(run_dir)
+    classifier = Classifier.load(run_dir, checkpoint=checkpoint, device="cpu")
+    module = _Logits(classifier.model).eval()
+    m = classifier.model.config
+    out = Path(out_dir) if out_dir is not None else run_dir / DEFAULT_SUBDIR
+    out.mkdir(parents=True, exist_ok=True)
+    gen = torch.Generator().manual_seed(0)
+    shape = (m.in_channels, m.image_size, m.image_size)
+    example = torch.rand(2, *shape, generator=gen)
+    _export(
+        module,
+        (example,),
+        out / MODEL_FILE,
+        input_names=["images"],
+        output_name="logits",
+        dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
+    )
+    meta: dict[str, Any] = {
+        "kind": "classification",
+        "run": str(run_dir),
+        "config": read_run_config(run_dir, train_command="attnkit train-vit"),
+    }
+    if check:
+        feeds = [{"images": torch.rand(n, *shape, generator=gen).numpy()} for n in (1, 2, 5)]
+        meta["max_abs_diff"] = check_onnx(module, out / MODEL_FILE, feeds)
+    _write_meta(out, meta)
+    return out
+
+
+def export_onnx(
+    source: str | Path, out_dir: str | Path | None = None, *, checkpoint: str = "best"
+) -> Path:
+    """``attnkit export --format onnx``: a ViT run folder, or a pretrained encoder (name/folder).
+
+    Translation runs are refused with a pointer to ``--format ctranslate2``.
+    """
+    path = Path(source)
+    if (path / "config.json").is_file() and (path / "checkpoints").is_dir():
+        kind = run_kind(path)
+        if kind == "classification":
+            return export_classifier(path, out_dir, checkpoint=checkpoint)
+        raise ConfigError(
+            f"{path} is a {kind} run; --format onnx exports encoder models (ViT runs, "
+            "pretrained encoders): export translation runs with --format ctranslate2"
+        )
+    out = Path(out_dir) if out_dir is not None else Path(f"{path.name}-onnx")
+    return export_sentence_encoder(source, out)
+
+
+def _meta(folder: Path, kind: str) -> dict[str, Any]:
+    for candidate in (folder, folder / DEFAULT_SUBDIR):
+        file = candidate / META_FILE
+        if file.is_file() and (candidate / MODEL_FILE).is_file():
+            meta = json.loads(file.read_text(encoding="utf-8"))
+            if meta.get("kind") != kind:
+                raise ConfigError(
+                    f"{candidate} holds an ONNX {meta.get('kind')} model, not a {kind} model"
+                )
+            meta["folder"] = str(candidate)
+            return meta
+    raise ConfigError(
+        f"{folder}: no ONNX export found ({MODEL_FILE} and {META_FILE}); make one with "
+        "`attnkit export --format onnx`"
+    )
+
+
+class OnnxSentenceEncoder(SentenceEncoder):
+    """:class:`SentenceEncoder` whose encoder, pooling and normalisation run in onnxruntime.
+
+    Build one with :meth:`load` from a folder written by :func:`export_sentence_encoder`.
+    """
+
+    engine = "onnxruntime"
+
+    def __init__(self, session: Any, tokenizer: PretrainedTokenizer, *, dim: int) -> None:
+        self.session, self.tokenizer, self._dim = session, tokenizer, dim
+        self.pooling, self.normalize = "onnx", True
+
+    @classmethod
+    def load(cls, folder: str | Path, threads: int = 0) -> OnnxSentenceEncoder:
+        """Load an export folder (``threads``: onnxruntime intra-op threads, 0 = its default)."""
+        meta = _meta(Path(folder), "sentence-encoder")
+        where = Path(meta["folder"])
+        tokenizer = PretrainedTokenizer.from_folder(
+            where, int(meta["max_length"]), int(meta.get("pad_id", 0))
+        )
+        return cls(_session(where / MODEL_FILE, threads), tokenizer, dim=int(meta["dim"]))
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    def encode(
+        self, texts: Sequence[str], batch_size: int = 32, progress: Any = None
+    ) -> np.ndarray:
+        """Embed texts: float32 (N, D), rows in the order of ``texts`` (as the base class)."""
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be > 0, got {batch_size}")
+        ids = self.tokenizer.encode(texts)
+        out = np.zeros((len(ids), self.dim), dtype=np.float32)  # (N, D)
+        order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+        for start in range(0, len(order), batch_size):
+            index = order[start : start + batch_size]
+            batch = self.tokenizer.pad([ids[i] for i in index])
+            feed = {
+                "input_ids": batch.input_ids.numpy(),
+                "attention_mask": batch.attention_mask.long().numpy(),
+            }
+            out[index] = self.session.run(None, feed)[0]
+            if progress is not None:
+                progress(len(index))
+        return out
+
+
+class OnnxClassifier(Classifier):
+    """:class:`~attnkit.vision.classifier.Classifier` whose ViT runs in onnxruntime (image
+    reading, top-k and labels are attnkit's; attention maps need the PyTorch model)."""
+
+    engine = "onnxruntime"
+
+    def __init__(self, session: Any, config: Any, classes: Sequence[str]) -> None:
+        self.session, self.config, self.classes = session, config, list(classes)
+        self.model = _ConfigOnly(config.model)  # type: ignore[assignment]
+
+    @classmethod
+    def load(  # type: ignore[override]
+        cls, path: str | Path, checkpoint: str = "best", device: str = "cpu", *, threads: int = 0
+    ) -> OnnxClassifier:
+        """Load an export folder, or a run folder holding ``export/onnx``."""
+        meta = _meta(Path(path), "classification")
+        raw = meta["config"]
+        sections = {k: raw[k] for k in ("model", "data", "train") if k in raw}
+        cfg = from_dict(VisionRunConfig, sections, "")
+        return cls(_session(Path(meta["folder"]) / MODEL_FILE, threads), cfg, raw["classes"])
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    def probabilities(self, images: Any, convert: bool = False) -> Tensor:
+        """Class probabilities. Shapes: (B, C, H, W) or B files -> (B, classes)."""
+        batch, _ = self._batch(images, convert)
+        logits = self.session.run(None, {"images": batch.float().cpu().numpy()})[0]
+        return torch.from_numpy(logits).softmax(-1)
+
+    def attention_maps(self, images: Any, convert: bool = False) -> Any:
+        raise ConfigError("attention maps need the PyTorch model; use --engine attnkit")
+
+
+class _ConfigOnly:
+    """Stands in for the model where only its config is read (image sizes)."""
+
+    def __init__(self, config: Any) -> None:
+        self.config = config

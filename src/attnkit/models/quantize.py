@@ -1,0 +1,97 @@
+"""Dynamic int8 quantization for CPU inference (``--quantize int8``).
+
+:func:`quantize_int8` returns a copy of a model in which every ``nn.Linear`` computes with int8
+weights (one scale per output channel) and int8 activations quantized on the fly per batch
+(``torch.ao.quantization.quantize_dynamic``, fbgemm/x86 kernels); embeddings, LayerNorms and
+attention's softmax stay float32. Because activation scales are taken per batch, a sentence's
+int8 result can depend (slightly) on the other sentences of its batch. Two attnkit details are
+handled so that the quantized model keeps the seq2seq interface and the training-loss path:
+
+* a packed attention projection (``MultiHeadAttention.in_proj``, (3D, D)) is also sliced, by the
+  model, into query and key/value parts for encoder–decoder attention; each slice gets its own
+  quantized Linear (``split_proj``);
+* the Transformer's output projection is usually the tied embedding matrix, read through
+  ``output_weight`` by the fused loss: the quantized model projects with a quantized copy
+  (``output_projection``, used by ``decode``/``forward``) and keeps the float matrix, so
+  ``output_weight`` and :class:`~attnkit.training.losses.Seq2SeqObjective` still work.
+"""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import torch
+from torch import nn
+
+from attnkit.attention.multihead import MultiHeadAttention
+from attnkit.models.transformer import Transformer
+
+__all__ = ["QUANTIZE_CHOICES", "check_quantize", "quantize_int8", "is_quantized"]
+
+#: Values of ``--quantize``.
+QUANTIZE_CHOICES = ("int8",)
+
+
+def check_quantize(quantize: str | None, device: str | torch.device = "cpu") -> None:
+    """Validate ``--quantize`` (None = float32) for a device; one-line ValueError naming the fix."""
+    if quantize is None:
+        return
+    if quantize not in QUANTIZE_CHOICES:
+        raise ValueError(f"--quantize must be one of {QUANTIZE_CHOICES}, got {quantize!r}")
+    if str(device) not in ("cpu", "auto") and torch.device(device).type != "cpu":
+        raise ValueError(
+            f"--quantize {quantize} runs on the CPU only (dynamic int8 kernels); use --device cpu"
+        )
+
+
+def is_quantized(model: nn.Module) -> bool:
+    """Whether ``model`` came from :func:`quantize_int8`."""
+    return getattr(model, "quantized", None) == "int8"
+
+
+def _copy_linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
+    lin = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+    with torch.no_grad():
+        lin.weight.copy_(weight)
+        if bias is not None:
+            lin.bias.copy_(bias)
+    return lin
+
+
+def quantize_int8(model: nn.Module) -> nn.Module:
+    """A dynamically int8-quantized copy of ``model`` for CPU inference (``model`` is unchanged).
+
+    Args:
+        model: any attnkit model (Transformer, Bahdanau, encoder, ViT) on the CPU.
+
+    Returns:
+        the quantized copy, in eval mode, with ``quantized = "int8"``.
+    """
+    if any(p.device.type != "cpu" for p in model.parameters()):
+        raise ValueError("--quantize int8 runs on the CPU only; load the model with --device cpu")
+    if is_quantized(model):
+        return model
+    model = copy.deepcopy(model).eval()
+    for module in model.modules():
+        if isinstance(module, MultiHeadAttention) and module.packed:
+            d, w, b = module.d_model, module.in_proj.weight, module.in_proj.bias
+            parts = {"q": (0, d), "kv": (d, 3 * d), "k": (d, 2 * d), "v": (2 * d, 3 * d)}
+            module.split_proj = nn.ModuleDict(
+                {
+                    f"{lo}_{hi}": _copy_linear(w[lo:hi], None if b is None else b[lo:hi])
+                    for lo, hi in parts.values()
+                }
+            )
+    float_output = None
+    if isinstance(model, Transformer):
+        model.output_projection = _copy_linear(model.output_weight, None)  # (V, D)
+        float_output, model.output = model.output, None  # the float matrix stays float
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.ao's deprecation notices
+        spec = {nn.Linear: torch.ao.quantization.per_channel_dynamic_qconfig}
+        torch.ao.quantization.quantize_dynamic(model, spec, dtype=torch.qint8, inplace=True)
+    if isinstance(model, Transformer):
+        model.output = float_output
+    model.quantized = "int8"
+    return model

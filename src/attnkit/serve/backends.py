@@ -1,0 +1,236 @@
+"""What the server runs: one backend per run kind, each turning a batch of requests into results.
+
+A backend's :meth:`process` is called by the batcher's one worker thread with the payloads of
+several concurrent requests; it decodes them together (one ``translate`` / ``encode`` /
+``classify`` call per group of requests that share their options) and returns one result, or an
+exception, per request, in order. A request that fails on its own (an input too long for the
+model) does not fail the others: the group is then retried request by request.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from attnkit.data.errors import DataError
+from attnkit.viz.report import samples_json
+from attnkit.viz.samples import translation_sample
+
+__all__ = [
+    "Backend",
+    "ClassifyBackend",
+    "EmbedBackend",
+    "RequestError",
+    "TranslateBackend",
+    "TranslateJob",
+]
+
+
+class RequestError(ValueError):
+    """A request the server refuses: ``status`` is the HTTP code, the message says why."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _groups(payloads: Sequence[Any], key: Any) -> dict[Any, list[int]]:
+    groups: dict[Any, list[int]] = {}
+    for i, p in enumerate(payloads):
+        groups.setdefault(key(p), []).append(i)
+    return groups
+
+
+def _as_request_error(err: Exception) -> Exception:
+    if isinstance(err, RequestError):
+        return err
+    if isinstance(err, DataError):  # e.g. a sentence with more tokens than the model takes
+        return RequestError(413, str(err).splitlines()[0])
+    if isinstance(err, ValueError):
+        return RequestError(422, str(err).splitlines()[0])
+    return err
+
+
+class Backend:
+    """Common part: name, kind, engine, and the run-group-then-retry-singly logic."""
+
+    kind = ""
+
+    def __init__(self, *, name: str, engine: str = "attnkit", quantize: str | None = None):
+        self.name, self.engine, self.quantize = name, engine, quantize
+
+    def describe(self) -> dict[str, Any]:
+        """The ``/v1/models`` entry."""
+        return {
+            "id": self.name,
+            "kind": self.kind,
+            "engine": self.engine,
+            "quantize": self.quantize,
+        }
+
+    def cost(self, payload: Any) -> int:
+        """Estimated source tokens of one request (for the batch budget)."""
+        return 1
+
+    def run_group(self, payloads: Sequence[Any]) -> list[Any]:
+        """Results of requests sharing their options (one model call)."""
+        raise NotImplementedError
+
+    def group_key(self, payload: Any) -> Any:
+        return None
+
+    def process(self, payloads: Sequence[Any]) -> list[Any]:
+        """One result or exception per payload, in order (called in the worker thread)."""
+        out: list[Any] = [None] * len(payloads)
+        for _, index in _groups(payloads, self.group_key).items():
+            group = [payloads[i] for i in index]
+            try:
+                results = self.run_group(group)
+            except Exception:
+                results = []
+                for p in group:  # find the culprit; the others still get answers
+                    try:
+                        results.append(self.run_group([p])[0])
+                    except Exception as err:
+                        results.append(_as_request_error(err))
+            for i, r in zip(index, results, strict=True):
+                out[i] = r
+        return out
+
+
+@dataclass(frozen=True)
+class TranslateJob:
+    """One ``/v1/translate`` request: texts and decoding options."""
+
+    texts: tuple[str, ...]
+    beam: int | None = None
+    n_best: int = 1
+    attention: bool = False
+
+
+class TranslateBackend(Backend):
+    """Serves a :class:`~attnkit.translation.translator.Translator` (or an engine subclass)."""
+
+    kind = "translation"
+
+    def __init__(self, translator: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.translator = translator
+
+    def cost(self, payload: TranslateJob) -> int:
+        width = payload.beam or self.translator.config.decode.beam_size
+        return sum(len(t) // 4 + 2 for t in payload.texts) * max(1, width)
+
+    def group_key(self, payload: TranslateJob) -> Any:
+        return (payload.beam, payload.n_best, payload.attention)
+
+    def run_group(self, payloads: Sequence[TranslateJob]) -> list[Any]:
+        first = payloads[0]
+        beam = first.beam
+        if first.n_best > 1:
+            beam = max(beam or self.translator.config.decode.beam_size, first.n_best)
+        flat = [t for p in payloads for t in p.texts]
+        results = self.translator.translate(
+            flat, beam_size=beam, n_best=first.n_best, need_weights=first.attention
+        )
+        out, k = [], 0
+        for p in payloads:
+            out.append([self._result(r, p) for r in results[k : k + len(p.texts)]])
+            k += len(p.texts)
+        return out
+
+    def _result(self, r: Any, job: TranslateJob) -> dict[str, Any]:
+        item: dict[str, Any] = {"source": r.source, "text": r.text, "score": r.score}
+        if job.n_best > 1:
+            item["alternatives"] = [
+                {"text": text, "score": score} for text, score in (r.alternatives or [])
+            ][: job.n_best]
+        if job.attention:
+            parts = r.parts or [r]
+            item["attention"] = samples_json(
+                [translation_sample(self.translator, p) for p in parts if p.weights]
+            )
+        return item
+
+
+class EmbedBackend(Backend):
+    """Serves a :class:`~attnkit.pretrained.embeddings.SentenceEncoder` (or the ONNX one)."""
+
+    kind = "embedding"
+
+    def __init__(self, encoder: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.encoder = encoder
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "dim": int(self.encoder.dim)}
+
+    def cost(self, payload: tuple[str, ...]) -> int:
+        return sum(len(t) // 4 + 2 for t in payload)
+
+    def run_group(self, payloads: Sequence[tuple[str, ...]]) -> list[Any]:
+        flat = [t for p in payloads for t in p]
+        vectors = self.encoder.encode(flat)
+        out, k = [], 0
+        for p in payloads:
+            out.append(vectors[k : k + len(p)].round(7).tolist())
+            k += len(p)
+        return out
+
+
+def decode_image(data: str, index: int) -> bytes:
+    """The bytes of a base64 image (a ``data:image/...;base64,`` prefix is allowed)."""
+    if data.startswith("data:"):
+        data = data.partition(",")[2]
+    try:
+        return base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise RequestError(422, f"image {index} is not valid base64") from None
+
+
+class ClassifyBackend(Backend):
+    """Serves a :class:`~attnkit.vision.classifier.Classifier` (or the ONNX one)."""
+
+    kind = "classification"
+
+    def __init__(self, classifier: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.classifier = classifier
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "classes": list(self.classifier.classes)}
+
+    def cost(self, payload: tuple[tuple[bytes, ...], int]) -> int:
+        return 16 * len(payload[0])
+
+    def group_key(self, payload: tuple[tuple[bytes, ...], int]) -> Any:
+        return payload[1]
+
+    def run_group(self, payloads: Sequence[tuple[tuple[bytes, ...], int]]) -> list[Any]:
+        top_k = payloads[0][1]
+        with tempfile.TemporaryDirectory(prefix="attnkit-serve-") as tmp:
+            paths = []
+            for images, _ in payloads:
+                for image in images:
+                    path = Path(tmp) / f"{len(paths)}.img"
+                    path.write_bytes(image)
+                    paths.append(path)
+            try:
+                preds = self.classifier.classify(paths, top_k=top_k)
+            except DataError as err:
+                raise RequestError(422, str(err).splitlines()[0].replace(tmp, "<upload>")) from None
+        out, k = [], 0
+        for images, _ in payloads:
+            out.append(
+                [
+                    {"labels": p.labels, "probs": [round(x, 6) for x in p.probs]}
+                    for p in preds[k : k + len(images)]
+                ]
+            )
+            k += len(images)
+        return out

@@ -1,0 +1,69 @@
+"""Run the app with uvicorn: loopback by default, graceful SIGTERM (every accepted request is
+answered, then the process exits with status 0)."""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+import signal
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+__all__ = ["is_loopback", "free_port", "run_server"]
+
+log = logging.getLogger(__name__)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` names a loopback address (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that is free on ``host`` right now (for tests and benchmarks)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def run_server(
+    app: Any, *, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info"
+) -> None:
+    """Serve ``app`` until SIGINT/SIGTERM; uvicorn then stops accepting connections, waits for
+    the requests in flight, and the app's shutdown drains the batcher.
+
+    Args:
+        app: from :func:`attnkit.serve.app.create_app`.
+        host: interface to bind (default loopback only).
+        port: TCP port.
+        log_level: uvicorn's log level.
+    """
+    try:
+        import uvicorn
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "attnkit serve needs uvicorn; install it with `pip install 'attnkit[serve]'`"
+        ) from err
+    if not is_loopback(host):
+        log.warning("serving on %s: reachable from other machines", host)
+
+    class _Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            with super().capture_signals():
+                yield
+                # uvicorn re-raises the signal after its graceful shutdown; after SIGTERM the
+                # queue is drained, so that is a clean exit (status 0), not a death by signal.
+                captured = getattr(self, "_captured_signals", None)
+                if captured is not None:
+                    captured[:] = [s for s in captured if s != signal.SIGTERM]
+
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False)
+    _Server(config).run()
