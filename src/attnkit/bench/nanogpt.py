@@ -161,7 +161,7 @@ def nanogpt_val_loss(workdir: str | Path, *, batch: int = 64, limit: int | None 
     total, count = 0.0, 0
     for start in range(0, len(windows), batch):
         w = windows[start : start + batch]
-        x, y = w[:, :-1], w[:, 1:]
+        x, y = w[:, :-1].contiguous(), w[:, 1:].contiguous()
         # its forward returns last-position logits without targets: pass targets for all
         logits, _ = model(x, y)  # (b, block, V)
         loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1), reduction="sum")
