@@ -227,25 +227,12 @@ def evaluate_lm(args: argparse.Namespace) -> int:
 
 def attention_lm(args: argparse.Namespace, out: Path) -> int:
     """``attnkit attention --run LMRUN "text" --out x.png``: every layer and head."""
+    from attnkit.cli.viz import save_self_attention
     from attnkit.lm.generator import Generator
-    from attnkit.viz.heatmaps import attention_grid
 
     generator = Generator.load(args.run, checkpoint=args.checkpoint, device=args.device)
     tokens, per_layer = generator.attention(args.sentence)
-    attention_grid(
-        per_layer,
-        src_tokens=tokens,
-        tgt_tokens=tokens,
-        xlabel="Keys",
-        ylabel="Queries",
-        path=out,
-        dpi=args.dpi,
-    )
-    print(
-        f"{len(per_layer)} layers x {per_layer[0].shape[0]} heads over {len(tokens)} tokens "
-        f"(causal self-attention): {out}"
-    )
-    return 0
+    return save_self_attention(tokens, per_layer, out, args.dpi, " (causal self-attention)")
 
 
 def report_lm(args: argparse.Namespace) -> int:

@@ -246,27 +246,15 @@ def evaluate_textclass(args: argparse.Namespace) -> int:
 def attention_textclass(args: argparse.Namespace, out: Path) -> int:
     """``attnkit attention --run DIR TEXT`` for a fine-tuning run: the fine-tuned backbone's
     self-attention, every layer and head."""
+    from attnkit.cli.viz import save_self_attention
     from attnkit.textclass.classifier import TextClassifier
-    from attnkit.viz.heatmaps import attention_grid
 
     classifier = TextClassifier.load(args.run, checkpoint=args.checkpoint, device=args.device)
     tokens, per_layer = classifier.attention(args.sentence)
-    attention_grid(
-        per_layer,
-        src_tokens=tokens,
-        tgt_tokens=tokens,
-        xlabel="Keys",
-        ylabel="Queries",
-        path=out,
-        dpi=args.dpi,
-    )
     (p,) = classifier.predict([args.sentence])
     shown = f"{p.value:.4g}" if p.value is not None else f"{p.label} ({p.probability:.0%})"
     print(f"{args.sentence}  =>  {shown}")
-    print(
-        f"{len(per_layer)} layers x {per_layer[0].shape[0]} heads over {len(tokens)} tokens: {out}"
-    )
-    return 0
+    return save_self_attention(tokens, per_layer, out, args.dpi)
 
 
 def embed_textclass(args: argparse.Namespace, texts: list[str]) -> Any:

@@ -180,7 +180,6 @@ def _pretrained_attention(args: argparse.Namespace, out: Path) -> int:
     import torch
 
     from attnkit.pretrained import load_pretrained
-    from attnkit.viz.heatmaps import attention_grid
 
     device = "cpu" if args.device == "auto" else args.device
     model, tokenizer, _ = load_pretrained(args.model, device=device)
@@ -194,6 +193,18 @@ def _pretrained_attention(args: argparse.Namespace, out: Path) -> int:
         )
     tokens = tokenizer.tokens(args.sentence)
     per_layer = [w[0].cpu() for w in weights]  # (H, S, S) per layer
+    return save_self_attention(tokens, per_layer, out, args.dpi)
+
+
+def save_self_attention(
+    tokens: list[str], per_layer: list[Any], out: Path, dpi: float, note: str = ""
+) -> int:
+    """Draw every layer's and head's self-attention over ``tokens`` into ``out`` and say so.
+
+    Shapes: per_layer: one (H, S, S) tensor per layer; tokens: S labels.
+    """
+    from attnkit.viz.heatmaps import attention_grid
+
     attention_grid(
         per_layer,
         src_tokens=tokens,
@@ -201,11 +212,10 @@ def _pretrained_attention(args: argparse.Namespace, out: Path) -> int:
         xlabel="Keys",
         ylabel="Queries",
         path=out,
-        dpi=args.dpi,
+        dpi=dpi,
     )
-    print(
-        f"{len(per_layer)} layers x {per_layer[0].shape[0]} heads over {len(tokens)} tokens: {out}"
-    )
+    heads = per_layer[0].shape[0]
+    print(f"{len(per_layer)} layers x {heads} heads over {len(tokens)} tokens{note}: {out}")
     return 0
 
 
