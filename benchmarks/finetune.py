@@ -38,7 +38,7 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2"
 def main() -> None:
     from attnkit.bench.finetune import attnkit_finetune, hf_finetune, prediction_rates
     from attnkit.bench.machine import describe_machine
-    from attnkit.cli.options import parse_duration
+    from attnkit.cli.options import CHUNK_LINES, parse_duration
     from attnkit.pretrained import resolve_model_path
     from attnkit.textclass.data import read_labelled
 
@@ -95,7 +95,7 @@ def main() -> None:
     if args.only != "hf":
         texts = read_labelled(dev_file).texts
         texts = (texts * (args.predict_texts // len(texts) + 1))[: args.predict_texts]
-        for name, rate in prediction_rates(run_dir, texts).items():
+        for name, rate in prediction_rates(run_dir, texts, chunk_lines=CHUNK_LINES).items():
             print(f"{name:34s} {rate:8.1f} sentences/s  ({len(texts)} SST-2 dev sentences)")
         print(f"attnkit run folder: {run_dir}")
 

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from attnkit.bench.machine import describe_machine
-from attnkit.bench.nanogpt import nanogpt_val_loss, run_nanogpt, val_windows
+from attnkit.bench.nanogpt import nanogpt_val_loss, run_nanogpt, training_rate, val_windows
 from attnkit.config import DecoderLMConfig
 from attnkit.decoding import generate_tokens
 from attnkit.models.decoder_lm import DecoderLM
@@ -93,6 +93,7 @@ def attnkit_same_shape(text: Path, run: Path, seconds: float, threads: int) -> d
     return {
         "wall_s": wall,
         "steps": steps,
+        "train_tokens_per_s": training_rate(rows, tokens_per_step=12 * 64),
         "stdout": proc.stdout,
         "peak_rss_mib": _child_peak_mib(),
     }
@@ -170,7 +171,7 @@ def main() -> None:
 
     ours = attnkit_same_shape(text, work / "same-shape", peer.train_s, args.threads)
     ours_loss = attnkit_val_loss(work / "same-shape", val_text)
-    ours_tps = ours["steps"] * 12 * 64 / peer.train_s
+    ours_tps = ours["train_tokens_per_s"]
     print(
         f"attnkit (same shape, {peer.train_s:.1f} s of training): {ours['steps']} steps, "
         f"wall {ours['wall_s']:.1f} s, {ours_tps:.0f} tokens/s, val loss {ours_loss:.4f}"

@@ -27,10 +27,15 @@ def test_deploy_rows_on_a_run(dates_run) -> None:
         f"greedy, {n} sentences: CTranslate2 int8 vs float32 (speed)",
         "server requests/s: 4 concurrent clients vs one at a time",
         "server latency ms: concurrent vs one at a time",
+        "server memory over a 80-request soak: end vs first tenth (RSS)",
     ]
     assert rows[0].note == f"identical outputs {n}/{n}"  # float32 greedy: the same outputs
     assert [r.target for r in rows[:4]] == [">= 0.8", ">= 0.8", ">= 1.5", "|delta| <= 0.5"]
     assert rows[5].target == ">= 5" and rows[5].note.endswith("errors 0")
+    soak = rows[7]  # RSS read from /proc after each tenth: ten positive figures, no errors
+    assert soak.target == "<= 1.1" and soak.note.endswith("errors 0")
+    sampled = soak.note.split("RSS per tenth ")[1].split(" MiB")[0].split()
+    assert len(sampled) == 10 and all(float(x) > 10 for x in sampled)
 
 
 def test_bench_deploy_cli_trains_its_own_model(capsys) -> None:

@@ -101,6 +101,21 @@ def test_predict_prints_labels_and_probabilities_in_order(classifier_run, capsys
     assert float(lines[0].split("\t")[1]) == pytest.approx(float(probs[0].max()), abs=1e-4)
 
 
+def test_predict_batch_size_does_not_change_the_outputs(classifier_run, sentiment, capsys):
+    """Texts of different lengths padded into one batch give the probabilities each gets alone
+    (the padding mask works); a bad --batch-size is a one-line error."""
+    run, _ = classifier_run
+    texts = read_labelled(sentiment[1], "sentence", "label").texts[:40]
+    classifier = TextClassifier.load(run)
+    classifier.batch_size = 1
+    alone = classifier.probabilities(texts)
+    classifier.batch_size = 32
+    batched = classifier.probabilities(texts)
+    assert torch.allclose(alone, batched, atol=1e-5)
+    assert main(["predict", "--run", str(run), "--batch-size", "0", "x"]) == 2
+    assert "--batch-size must be >= 1, got 0" in capsys.readouterr().err
+
+
 def test_attention_and_embed_use_the_fine_tuned_encoder(classifier_run, tmp_path, capsys):
     run, _ = classifier_run
     out = tmp_path / "att.png"

@@ -8,7 +8,9 @@ Rows (ratios are speed ratios, higher = attnkit faster; runs alternate, medians 
   change on the held-out sentences (target |delta| <= 0.5);
 * CTranslate2 int8 vs float32 (for reference, no target);
 * the HTTP server: requests/s with 32 concurrent clients (dynamic batching) vs one request at a
-  time (target >= 5x), and the p50/p99 latency of both.
+  time (target >= 5x), the p50/p99 latency of both, and the server process's memory over a soak
+  of concurrent requests (10,000 at the ``full`` size; target: flat, < 10% growth after the
+  first tenth).
 
 The model is a run's (``--run``: its best checkpoint and its held-out validation sources), or a
 dates Transformer trained here for a short budget (sizes ``tiny``/``quick``/``full``). Rows whose
@@ -51,6 +53,7 @@ class DeploySizes:
     clients: int
     requests_per_client: int
     sequential_requests: int
+    soak_requests: int
 
 
 DEPLOY_SIZES = {
@@ -65,6 +68,7 @@ DEPLOY_SIZES = {
         clients=32,
         requests_per_client=20,
         sequential_requests=100,
+        soak_requests=10000,
     ),
     "quick": DeploySizes(
         model=dict(
@@ -77,6 +81,7 @@ DEPLOY_SIZES = {
         clients=32,
         requests_per_client=5,
         sequential_requests=40,
+        soak_requests=2000,
     ),
     "tiny": DeploySizes(  # for tests: every code path, figures mean nothing
         model=dict(
@@ -89,6 +94,7 @@ DEPLOY_SIZES = {
         clients=4,
         requests_per_client=2,
         sequential_requests=4,
+        soak_requests=64,
     ),
 }
 
@@ -305,6 +311,13 @@ def _server_rows(run: Path, sentences: list[str], sizes: DeploySizes) -> list[Ro
         measure(2, 2)  # warm-up
         seq_rps, seq_lat, seq_err, _ = measure(1, sizes.sequential_requests)
         par_rps, par_lat, par_err, stats = measure(sizes.clients, sizes.requests_per_client)
+        soak_rss: list[float] = []  # MiB after each tenth of the soak
+        soak_errors = 0
+        per_tenth = max(1, -(-sizes.soak_requests // (10 * sizes.clients)))  # ceil
+        for _ in range(10):
+            _, _, errs, _ = measure(sizes.clients, per_tenth)
+            soak_errors += len(errs)
+            soak_rss.append(_rss_mib(proc.pid))
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -335,7 +348,34 @@ def _server_rows(run: Path, sentences: list[str], sizes: DeploySizes) -> list[Ro
             ratio=statistics.median(par_lat) / statistics.median(seq_lat),
             note="ratio = p50 concurrent / p50 alone",
         ),
+        _soak_row(soak_rss, 10 * per_tenth * sizes.clients, soak_errors),
     ]
+
+
+def _rss_mib(pid: int) -> float:
+    """Resident memory of process ``pid`` in MiB (Linux ``/proc``; NaN elsewhere)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def _soak_row(rss: list[float], requests: int, errors: int) -> Row:
+    """Memory of the server over a soak: RSS after the first tenth of the requests (allocator
+    and caches warm) against RSS at the end; flat = less than 10% growth."""
+    growth = rss[-1] / rss[0] if rss and rss[0] > 0 else float("nan")
+    return Row(
+        section="deploy",
+        measure=f"server memory over a {requests}-request soak: end vs first tenth (RSS)",
+        ours=f"{rss[-1]:.0f} MiB" if rss else "",
+        reference=f"{rss[0]:.0f} MiB" if rss else "",
+        ratio=growth,
+        note=f"RSS per tenth {' '.join(f'{x:.0f}' for x in rss)} MiB; errors {errors}",
+        **_target(growth, "<=", 1.1),
+    )
 
 
 def deploy_rows(

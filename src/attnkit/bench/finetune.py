@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -217,28 +217,43 @@ def _texts(path: str | Path, text_column: str | None, label_column: str | None) 
 
 
 def prediction_rates(
-    run_dir: str | Path, texts: Sequence[str], *, repeats: int = 3, embed_model: str = "minilm"
+    run_dir: str | Path,
+    texts: Sequence[str],
+    *,
+    chunk_lines: int,
+    batch_size: int = 32,
+    repeats: int = 3,
+    embed_model: str = "minilm",
 ) -> dict[str, float]:
-    """Sentences per second of ``attnkit predict --run`` (chunks of 256 lines, as it reads
-    stdin), ``attnkit embed --run`` (same fine-tuned model) and ``attnkit embed --model
-    embed_model`` (the pretrained encoder), best of ``repeats`` interleaved passes."""
+    """Sentences per second of ``attnkit predict --run``, ``attnkit embed --run`` (the same
+    fine-tuned model) and ``attnkit embed --model embed_model`` (the pretrained encoder), each
+    as the command answers lines on stdin: chunks of ``chunk_lines`` (the CLI's
+    ``CHUNK_LINES``), ``batch_size`` texts per forward pass (both commands' default); best of
+    ``repeats`` interleaved passes."""
     from attnkit.bench.timing import alternate
     from attnkit.pretrained import SentenceEncoder
     from attnkit.textclass.classifier import TextClassifier
 
     classifier = TextClassifier.load(run_dir, device="cpu")
+    classifier.batch_size = batch_size
     encoder = SentenceEncoder.from_pretrained(embed_model)
     texts = list(texts)
+    chunks = [texts[k : k + chunk_lines] for k in range(0, len(texts), chunk_lines)]
 
-    def predict() -> None:
-        for k in range(0, len(texts), 256):
-            classifier.predict(texts[k : k + 256])
+    def each_chunk(answer: Callable[[list[str]], Any]) -> Callable[[], None]:
+        def run() -> None:
+            for chunk in chunks:
+                answer(chunk)
+
+        return run
 
     times = alternate(
         {
-            "attnkit predict --run": predict,
-            "attnkit embed --run": lambda: classifier.embed(texts, batch_size=32),
-            f"attnkit embed --model {embed_model}": lambda: encoder.encode(texts, 32),
+            "attnkit predict --run": each_chunk(classifier.predict),
+            "attnkit embed --run": each_chunk(lambda c: classifier.embed(c, batch_size)),
+            f"attnkit embed --model {embed_model}": each_chunk(
+                lambda c: encoder.encode(c, batch_size)
+            ),
         },
         repeats=repeats,
         warmup=1,

@@ -19,14 +19,24 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["NANOGPT_RECIPE", "NanoGPTRun", "run_nanogpt", "nanogpt_val_loss", "val_windows"]
+__all__ = [
+    "NANOGPT_RECIPE",
+    "NanoGPTRun",
+    "run_nanogpt",
+    "parse_nanogpt_log",
+    "training_rate",
+    "nanogpt_val_loss",
+    "val_windows",
+]
 
 #: nanoGPT README's CPU recipe for shakespeare_char (4 layers, 4 heads, 128 wide, context 64,
 #: batch 12, 2000 iterations, no dropout), as command-line overrides of its config file.
@@ -52,9 +62,12 @@ class NanoGPTRun:
 
     Attributes:
         wall_s: wall time of ``train.py`` (start-up, training and its evaluations).
-        train_s: the sum of its per-iteration times (training only).
+        train_s: the sum of its per-iteration times after the first (training and the
+            estimates it makes every ``eval_interval`` iterations: an iteration's printed time
+            includes the estimate made at its start).
         iters: iterations done.
-        tokens_per_s: training tokens (batch x context per iteration) over ``train_s``.
+        tokens_per_s: training tokens (batch x context per iteration) over the times of the
+            iterations without an estimate (training steps alone).
         reported_val_loss: the last validation loss it printed (20 random batches).
         workdir: the scratch copy (its ``out-shakespeare-char/ckpt.pt``, ``data/``).
     """
@@ -114,20 +127,56 @@ def run_nanogpt(
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         raise RuntimeError(f"nanoGPT failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    times = [
-        float(t) for t in re.findall(r"^iter \d+: loss [\d.]+, time ([\d.]+)ms", proc.stdout, re.M)
-    ]
-    vals = re.findall(r"^step \d+: train loss [\d.]+, val loss ([\d.]+)", proc.stdout, re.M)
     tokens = int(settings["batch_size"]) * int(settings["block_size"])
-    train_s = sum(times[1:]) / 1000  # iteration 0's time includes set-up
+    train_s, iters, tokens_per_s, val = parse_nanogpt_log(proc.stdout, tokens)
     return NanoGPTRun(
         wall_s=wall,
         train_s=train_s,
-        iters=len(times),
-        tokens_per_s=tokens * (len(times) - 1) / max(train_s, 1e-9),
-        reported_val_loss=float(vals[-1]) if vals else math.nan,
+        iters=iters,
+        tokens_per_s=tokens_per_s,
+        reported_val_loss=val,
         workdir=workdir,
     )
+
+
+def parse_nanogpt_log(stdout: str, tokens_per_iter: int) -> tuple[float, int, float, float]:
+    """``(train_s, iters, tokens_per_s, last val loss)`` from the output of nanoGPT's
+    ``train.py`` (see :class:`NanoGPTRun`): ``iter N: loss L, time Tms`` lines give the
+    iteration times, ``step N: train loss .., val loss V`` lines the estimates made at the start
+    of iteration N (whose printed time includes them)."""
+    times = {
+        int(i): float(t) / 1000
+        for i, t in re.findall(r"^iter (\d+): loss [\d.]+, time ([\d.]+)ms", stdout, re.M)
+    }
+    estimates = dict(re.findall(r"^step (\d+): train loss [\d.]+, val loss ([\d.]+)", stdout, re.M))
+    later = {i: t for i, t in times.items() if i > 0}  # iteration 0's time includes set-up
+    steps = [t for i, t in later.items() if str(i) not in estimates]
+    val = float(list(estimates.values())[-1]) if estimates else math.nan
+    return (
+        sum(later.values()),
+        len(times),
+        tokens_per_iter * len(steps) / max(sum(steps), 1e-9),
+        val,
+    )
+
+
+def training_rate(rows: Sequence[dict[str, Any]], tokens_per_step: int) -> float:
+    """Tokens/s of the training steps alone, from the trainer's own log: every ``train`` row
+    gives the rate of the steps since the row before; a window that held a validation (and its
+    checkpoint write) is left out, as nanoGPT's iteration times leave out its estimates."""
+    tokens = seconds = 0.0
+    last_step, validated = 0, False
+    for row in rows:
+        if row.get("split") == "valid":
+            validated = True
+            continue
+        if row.get("split") != "train":
+            continue
+        n = (row["step"] - last_step) * tokens_per_step
+        if not validated:
+            tokens, seconds = tokens + n, seconds + n / row["tokens_per_s"]
+        last_step, validated = row["step"], False
+    return tokens / seconds
 
 
 def val_windows(ids: np.ndarray, block: int, limit: int | None = None) -> torch.Tensor:

@@ -166,8 +166,12 @@ def input_lines(stream: Any, name: str = "stdin") -> Iterator[str]:
         yield line.rstrip("\r\n")
 
 
+CHUNK_LINES = 256
+"""Lines of stdin read and answered together by translate, embed and predict."""
+
+
 def input_chunks(
-    texts: Sequence[str], chunk_lines: int = 256, stream: Any = None, name: str = "stdin"
+    texts: Sequence[str], chunk_lines: int = CHUNK_LINES, stream: Any = None, name: str = "stdin"
 ) -> Iterator[list[str]]:
     """The texts given as arguments, or else the lines of ``stream`` (default: stdin), in
     chunks of ``chunk_lines``.

@@ -89,6 +89,9 @@ def register(sub: Any) -> None:
     p.add_argument("texts", nargs="*", help="texts (default: read lines from stdin)")
     p.add_argument("--run", required=True, help="run folder of attnkit finetune")
     p.add_argument("--json", action="store_true", help="one JSON object per text")
+    p.add_argument(
+        "--batch-size", type=int, default=32, help="texts per forward pass (default 32, as embed)"
+    )
     add_checkpoint_option(p)
     p.add_argument("--device", default="auto")
     p.set_defaults(func=cmd_predict)
@@ -198,7 +201,10 @@ def _summary(scores: dict[str, Any], problem: str) -> str:
 def cmd_predict(args: argparse.Namespace) -> int:
     from attnkit.textclass.classifier import TextClassifier
 
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
     classifier = TextClassifier.load(args.run, checkpoint=args.checkpoint, device=args.device)
+    classifier.batch_size = args.batch_size
     for chunk in input_chunks(args.texts):  # stdin is read and answered chunk by chunk
         real = [t for t in chunk if t.strip()]
         found = iter(classifier.predict(real) if real else [])

@@ -109,6 +109,26 @@ def _param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]
     ]
 
 
+def _normalise_and_clip(params: Any, total: float, clip_norm: float) -> Tensor:
+    """Divide the gradients by ``total`` and clip their global L2 norm to ``clip_norm`` (0: no
+    clipping) in one pass: ``g * min(1, clip_norm / (|g / total| + 1e-6)) / total``, what
+    ``div_`` followed by ``clip_grad_norm_`` gives, with one multiplication per gradient.
+
+    Returns:
+        the norm of the divided gradients before clipping (0 when not clipping).
+    """
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.tensor(0.0)
+    if clip_norm <= 0:
+        torch._foreach_div_(grads, total)
+        return torch.tensor(0.0)
+    norm = torch.nn.utils.get_total_norm(grads) / total  # (), of the divided gradients
+    coef = (clip_norm / (norm + 1e-6)).clamp(max=1.0) / total
+    torch._foreach_mul_(grads, coef.to(grads[0].device))
+    return norm
+
+
 class Trainer:
     """Train ``model`` on ``task`` with ``config``, writing into ``run_dir``.
 
@@ -280,14 +300,7 @@ class Trainer:
         """
         total, loss_total = dist.all_reduce_sums([float(count), loss_sum], self.device)
         self.scaler.unscale_(self.optimizer)
-        for p in self.model.parameters():
-            if p.grad is not None:
-                p.grad.div_(max(total, 1.0))
-        norm = (
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip_norm)
-            if self.config.clip_norm > 0
-            else torch.tensor(0.0)
-        )
+        norm = _normalise_and_clip(self.model.parameters(), max(total, 1.0), self.config.clip_norm)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
