@@ -129,10 +129,22 @@ def test_length_penalty_hand_values():
         length_penalty(3, 1.0, "linear")
 
 
-def test_greedy_matches_reference_and_cache(model, data):
+def test_greedy_matches_reference_and_cache(model, data, monkeypatch):
     src, mask = data
     cfg = DecodeConfig()
+    kept: list[int] = []  # rows kept each time finished sentences left the batch
+    init_cache = model.init_cache
+
+    def spied_cache(*args, **kwargs):
+        cache = init_cache(*args, **kwargs)
+        reorder = cache.reorder
+        cache.reorder = lambda index: (kept.append(len(index)), reorder(index))[1]
+        return cache
+
+    monkeypatch.setattr(model, "init_cache", spied_cache)
     cached = greedy_decode(model, src, mask, config=cfg)
+    monkeypatch.undo()
+    assert kept and kept[0] < src.shape[0]  # the batch shrank: the pruned path is the one tested
     full = greedy_decode(model, src, mask, config=cfg, use_cache=False)
     assert cached.tokens == full.tokens
     assert torch.allclose(cached.scores, full.scores, atol=1e-5)

@@ -85,7 +85,8 @@ def greedy_decode(
     """Greedy decoding of a batch.
 
     Every row runs until it emits EOS or reaches its maximum length; finished rows are fed PAD
-    and their outputs ignored, so a sentence's result does not depend on the rest of the batch.
+    and their outputs ignored until a quarter of the batch is done, then they leave it (with a
+    cache), so a sentence's result does not depend on the rest of the batch.
     PAD and BOS are never generated; ``config.min_len_a`` and ``config.no_repeat_ngram`` apply as
     in :func:`~attnkit.decoding.beam.beam_search` (so beam search with one beam and no length
     penalty gives the same tokens).
@@ -111,47 +112,64 @@ def greedy_decode(
     """
     config = config or DecodeConfig()
     src_mask = check_inputs(model, src, src_mask)
-    batch = src.shape[0]
+    batch, device = src.shape[0], src.device
     src_lens = src_mask.sum(1)  # (B,)
     max_lens, min_lens = length_limits(model, src_lens, config, max_len)
+    steps_cap = int(max_lens.max())
+    # Finished rows leave the batch (as in beam search) once a quarter of the rows still in it
+    # are done: later steps then cost less. Not with weights (kept per row of the full batch)
+    # nor without a cache (the prefix is re-decoded).
+    prune = use_cache and not need_weights
     with torch.inference_mode():
         memory, enc_w = model.encode(src, src_mask, need_weights=need_weights)
         cache = model.init_cache(memory, src_mask) if use_cache else None
-        tokens = torch.full((batch, 1), bos_id, dtype=torch.long, device=src.device)
-        scores = torch.zeros(batch, device=src.device)
-        lengths = torch.zeros(batch, dtype=torch.long, device=src.device)
-        eos = torch.zeros(batch, dtype=torch.bool, device=src.device)
-        done = torch.zeros(batch, dtype=torch.bool, device=src.device)
+        # Per sentence (B rows): the outputs.
+        out = torch.full((batch, steps_cap), PAD_ID, dtype=torch.long, device=device)
+        scores = torch.zeros(batch, device=device)
+        lengths = torch.zeros(batch, dtype=torch.long, device=device)
+        eos = torch.zeros(batch, dtype=torch.bool, device=device)
+        # Per row still in the batch (A rows): which sentence, and its decoding state.
+        rows = torch.arange(batch, device=device)  # (A,)
+        tokens = torch.full((batch, 1), bos_id, dtype=torch.long, device=device)  # (A, t + 1)
+        done = torch.zeros(batch, dtype=torch.bool, device=device)  # (A,)
+        mem, mask, row_min, row_max = memory, src_mask, min_lens, max_lens
         self_rows: list[list[Tensor]] = []  # per step: [(B, H, t + 1) per layer]
         cross_rows: list[list[Tensor]] = []  # per step: [(B, H, S) per layer]
-        for step in range(int(max_lens.max())):
-            inputs = tokens[:, -1:] if use_cache else tokens  # (B, 1) or (B, step + 1)
-            logits, w = model.decode(
-                inputs, memory, src_mask, cache=cache, need_weights=need_weights
-            )
-            logp = torch.log_softmax(logits[:, -1].float(), dim=-1)  # (B, V)
+        for step in range(steps_cap):
+            inputs = tokens[:, -1:] if use_cache else tokens  # (A, 1) or (A, step + 1)
+            logits, w = model.decode(inputs, mem, mask, cache=cache, need_weights=need_weights)
+            logp = torch.log_softmax(logits[:, -1].float(), dim=-1)  # (A, V)
             apply_constraints(
-                logp, tokens[:, 1:], min_lens, config.no_repeat_ngram, eos_id, (PAD_ID, bos_id)
+                logp, tokens[:, 1:], row_min, config.no_repeat_ngram, eos_id, (PAD_ID, bos_id)
             )
-            best, nxt = logp.max(dim=-1)  # (B,), (B,)
+            best, nxt = logp.max(dim=-1)  # (A,), (A,)
             # A row whose every token is forbidden stops without emitting anything.
-            stuck = ~done & (best == -math.inf)
-            done |= stuck
+            done |= best == -math.inf
             live = ~done
             nxt = nxt.masked_fill(~live, PAD_ID)
-            scores += best.masked_fill(~live, 0.0)
-            lengths += live.long()
-            eos |= live & (nxt == eos_id)
-            done |= live & ((nxt == eos_id) | (step + 1 >= max_lens))
-            tokens = torch.cat([tokens, nxt[:, None]], dim=1)  # (B, step + 2)
+            scores.index_add_(0, rows, best.masked_fill(~live, 0.0))
+            lengths.index_add_(0, rows, live.long())
+            ended = live & (nxt == eos_id)
+            eos[rows[ended]] = True
+            done |= live & ((nxt == eos_id) | (step + 1 >= row_max))
+            out[rows, step] = nxt
+            tokens = torch.cat([tokens, nxt[:, None]], dim=1)  # (A, step + 2)
             if w is not None:
                 self_rows.append([x[:, :, -1] for x in w["self"]])  # (B, H, step + 1)
                 cross_rows.append([x[:, :, -1] for x in w["cross"]])  # (B, H, S)
-            if bool(done.all()):
+            finished = int(done.sum())
+            if finished == len(rows):
                 break
-        out = tokens[:, 1:].tolist()
+            if prune and 4 * finished >= len(rows):
+                keep = (~done).nonzero().squeeze(1)  # (A',)
+                rows, tokens, done = rows[keep], tokens[keep], done[keep]
+                mem, mask = mem.index_select(0, keep), mask.index_select(0, keep)
+                row_min, row_max = row_min[keep], row_max[keep]
+                assert cache is not None
+                cache.reorder(keep)
+        taken = out.tolist()
         lens, ends = lengths.tolist(), eos.tolist()
-        seqs = [row[: n - int(e)] for row, n, e in zip(out, lens, ends, strict=True)]
+        seqs = [row[: n - int(e)] for row, n, e in zip(taken, lens, ends, strict=True)]
         weights = None
         if need_weights:
             steps = len(self_rows)
