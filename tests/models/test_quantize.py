@@ -113,3 +113,17 @@ def test_quantized_embeddings_close_to_float32(capsys) -> None:
     got = np.array(json.loads(capsys.readouterr().out)["embeddings"])
     # Cosine similarity of the unit vectors (measured 0.96-0.98 for MiniLM, per-channel int8).
     assert (got * want).sum(1).min() > 0.95
+
+
+def test_int8_engine_is_onednn_only_with_int8_matrix_instructions(monkeypatch) -> None:
+    from attnkit.models import quantize
+
+    if "onednn" not in torch.backends.quantized.supported_engines:
+        pytest.skip("this PyTorch build has no oneDNN quantized engine")
+    current = torch.backends.quantized.engine
+    monkeypatch.setattr(quantize, "_cpu_flags", lambda: {"avx2", "amx_int8"})
+    assert quantize.int8_engine() == "onednn"
+    monkeypatch.setattr(quantize, "_cpu_flags", lambda: {"avx2", "avx512_vnni"})
+    assert quantize.int8_engine() == "onednn"
+    monkeypatch.setattr(quantize, "_cpu_flags", lambda: {"avx2"})
+    assert quantize.int8_engine() == current
