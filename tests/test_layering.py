@@ -13,7 +13,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "attnkit"
 
 #: Bottom to top. A package may import its own modules and any package on a lower level.
 LEVELS: list[tuple[str, ...]] = [
-    ("version", "files", "config"),
+    ("version", "files", "config", "hardware"),
     ("attention",),
     ("layers",),
     ("models",),

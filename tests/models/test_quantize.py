@@ -121,9 +121,9 @@ def test_int8_engine_is_onednn_only_with_int8_matrix_instructions(monkeypatch) -
     if "onednn" not in torch.backends.quantized.supported_engines:
         pytest.skip("this PyTorch build has no oneDNN quantized engine")
     current = torch.backends.quantized.engine
-    monkeypatch.setattr(quantize, "_cpu_flags", lambda: {"avx2", "amx_int8"})
+    monkeypatch.setattr(quantize, "cpu_flags", lambda: {"avx2", "amx_int8"})
     assert quantize.int8_engine() == "onednn"
-    monkeypatch.setattr(quantize, "_cpu_flags", lambda: {"avx2", "avx512_vnni"})
+    monkeypatch.setattr(quantize, "cpu_flags", lambda: {"avx2", "avx512_vnni"})
     assert quantize.int8_engine() == "onednn"
-    monkeypatch.setattr(quantize, "_cpu_flags", lambda: {"avx2"})
+    monkeypatch.setattr(quantize, "cpu_flags", lambda: {"avx2"})
     assert quantize.int8_engine() == current

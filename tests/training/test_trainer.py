@@ -153,3 +153,37 @@ def test_keep_last_keeps_the_newest_validations_for_averaging(tmp_path: Path) ->
     assert len(steps) == len(set(steps))  # recent-8 and best at step 8 are not listed twice
     with pytest.raises(ValueError, match="keep_last"):
         _config(keep_last=-1)
+
+
+class AutocastProbe(Regression):
+    """Records the autocast state the loss is computed under."""
+
+    def __init__(self) -> None:
+        super().__init__(n=2)
+        self.seen: list[tuple[bool, torch.dtype]] = []
+
+    def loss(self, model: nn.Module, batch: Any) -> tuple[Tensor, int]:
+        self.seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+        return super().loss(model, batch)
+
+
+@pytest.mark.parametrize(
+    ("amp", "cpu_amp", "amx", "expected"),
+    [
+        (True, True, True, True),  # opted in on an AMX CPU: bfloat16 autocast
+        (True, True, False, False),  # no AMX: float32 (bfloat16 would be slow)
+        (True, False, True, False),  # not opted in
+        (False, True, True, False),  # amp off switches both off
+    ],
+)
+def test_cpu_amp_autocasts_to_bfloat16_only_on_amx_when_asked(
+    monkeypatch, amp: bool, cpu_amp: bool, amx: bool, expected: bool
+) -> None:
+    from attnkit.training import trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "has_amx_bf16", lambda: amx)
+    task = AutocastProbe()
+    Trainer(nn.Linear(3, 1), task, _config(epochs=1, amp=amp, cpu_amp=cpu_amp)).fit()
+    assert {enabled for enabled, _ in task.seen} == {expected}
+    if expected:
+        assert {dtype for _, dtype in task.seen} == {torch.bfloat16}

@@ -147,7 +147,7 @@ def greedy_decode(
             done |= best == -math.inf
             live = ~done
             nxt = nxt.masked_fill(~live, PAD_ID)
-            scores.index_add_(0, rows, best.masked_fill(~live, 0.0))
+            scores.index_add_(0, rows, best.masked_fill(~live, 0.0).to(scores.dtype))
             lengths.index_add_(0, rows, live.long())
             ended = live & (nxt == eos_id)
             eos[rows[ended]] = True

@@ -38,6 +38,7 @@ from torch import Tensor, nn
 
 from attnkit.config import TrainConfig, to_dict
 from attnkit.files import append_json_line
+from attnkit.hardware import has_amx_bf16
 from attnkit.training import distributed as dist
 from attnkit.training.allocator import tune_glibc_malloc
 from attnkit.training.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state
@@ -219,7 +220,12 @@ class Trainer:
             self.elapsed = dist.all_reduce_sum(self.elapsed, self.device) / dist.world_size()
 
     def _amp_dtype(self) -> torch.dtype | None:
-        if not self.config.amp or self.device.type != "cuda":
+        """float16/bfloat16 autocast on CUDA (``amp``); bfloat16 on an AMX CPU (``cpu_amp``)."""
+        if not self.config.amp:
+            return None
+        if self.device.type == "cpu":
+            return torch.bfloat16 if self.config.cpu_amp and has_amx_bf16() else None
+        if self.device.type != "cuda":
             return None
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
