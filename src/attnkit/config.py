@@ -231,7 +231,13 @@ class TrainConfig:
 @dataclass(frozen=True)
 class DecodeConfig:
     """Search settings. Length penalty: ``gnmt`` is ((5 + |y|) / 6) ** alpha (Wu et al. 2016);
-    ``average`` divides the log-probability by |y| ** alpha (alpha = 1: per-token average)."""
+    ``average`` divides the log-probability by |y| ** alpha (alpha = 1: per-token average).
+
+    ``early_stopping``: beam search ends a sentence as soon as it has ``beam_size`` finished
+    hypotheses (the rule of fairseq, CTranslate2 and Hugging Face's ``early_stopping=True``;
+    faster, and a live hypothesis that could still have won under the length penalty is
+    dropped). False (default): only once no live hypothesis can beat the worst finished one.
+    """
 
     beam_size: int = 4
     n_best: int = 1
@@ -241,6 +247,7 @@ class DecodeConfig:
     max_len_b: int = 10
     min_len_a: float = 0.0
     no_repeat_ngram: int = 0
+    early_stopping: bool = False
 
     def __post_init__(self) -> None:
         require_positive(self, "beam_size", "n_best")

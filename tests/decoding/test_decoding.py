@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -242,6 +243,8 @@ def reference_beam(model, src, mask, i, cfg, max_len):
         live = [(live[b][0] + [w], c) for c, b, w in cands if w != EOS][:k]
         if t + 1 == max_len:
             finished += [(c / length_penalty(t + 1, **lp), y, c) for y, c in live]
+        elif cfg.early_stopping and len(finished) >= k:  # fairseq / CTranslate2's rule
+            break
     return sorted(finished, key=lambda x: -x[0])[: cfg.n_best]
 
 
@@ -277,6 +280,24 @@ def test_beam_matches_reference_without_early_stop(model, data, alpha, kind, bea
         assert [h.score for h in beams[i]] == pytest.approx([s for s, _, _ in ref], abs=1e-4)
         alone = beam_search(model, *one(src, mask, i), cfg)[0]
         assert [h.tokens for h in alone] == [h.tokens for h in beams[i]]
+
+
+@pytest.mark.parametrize(("alpha", "kind", "beam"), [(5.0, "gnmt", 2), (1.0, "average", 3)])
+def test_beam_early_stopping_matches_reference(model, data, alpha, kind, beam):
+    """``early_stopping``: a sentence ends once it has K finished hypotheses (the reference
+    stops there too); with a strong length penalty that differs from the exact search."""
+    src, mask = data
+    base = dict(beam_size=beam, n_best=beam, max_len_a=1.0, max_len_b=10)
+    cfg = DecodeConfig(**base, length_penalty=alpha, length_penalty_kind=kind, early_stopping=True)
+    beams = beam_search(model, src, mask, cfg)
+    exact = beam_search(model, src, mask, replace(cfg, early_stopping=False))
+    for i in range(src.shape[0]):
+        ref = reference_beam(model, src, mask, i, cfg, max_len_of(cfg, mask, i))
+        assert [h.tokens for h in beams[i]] == [y for _, y, _ in ref]
+        assert [h.score for h in beams[i]] == pytest.approx([s for s, _, _ in ref], abs=1e-4)
+    if alpha == 5.0:  # a long, unlikely hypothesis wins the exact search somewhere
+        pairs = zip(beams, exact, strict=True)
+        assert any([h.tokens for h in a] != [h.tokens for h in b] for a, b in pairs)
 
 
 def test_nbest_sorted_distinct_and_scored(model, data):

@@ -62,6 +62,8 @@ def beam_search(
     increases and the bound is ``c / lp(max_len)`` — a long, unlikely hypothesis can still win,
     so stopping at the first K finished ones would be wrong; with alpha = 0 or kind ``none`` it is
     ``c`` itself. The live hypothesis with the highest ``c`` gives the bound for the sentence.
+    With ``config.early_stopping`` (c) is just "it has K finished hypotheses", the rule of
+    fairseq and CTranslate2: faster, not exact under a length penalty.
 
     Also: EOS is forbidden before ``min_len = floor(min_len_a * src_len)`` tokens, tokens that
     would repeat an n-gram (``no_repeat_ngram``) are forbidden, PAD and BOS are never generated.
@@ -88,6 +90,7 @@ def beam_search(
     src_mask = check_inputs(model, src, src_mask)
     k, batch, device = config.beam_size, src.shape[0], src.device
     alpha, kind = config.length_penalty, config.length_penalty_kind
+    early = config.early_stopping
     src_lens = src_mask.sum(1)  # (B,)
     max_lens, min_lens = length_limits(model, src_lens, config, max_len)
     t_cap = int(max_lens.max())
@@ -148,9 +151,8 @@ def beam_search(
             )  # (A,)
             bound = live[:, 0] / lp_max  # best possible final score of a live hypothesis, (A,)
             n_fin = torch.isfinite(pool.score).sum(1)
-            done = (
-                at_max | ~torch.isfinite(live[:, 0]) | ((n_fin >= k) & (bound <= pool.score[:, -1]))
-            )
+            can_stop = (n_fin >= k) & (early or (bound <= pool.score[:, -1]))
+            done = at_max | ~torch.isfinite(live[:, 0]) | can_stop
             done_idx = done.nonzero().squeeze(1)  # (D,)
             for i, b in zip(done_idx.tolist(), sent[done_idx].tolist(), strict=True):
                 results[b] = pool.select(done_idx.new_tensor([i]))
