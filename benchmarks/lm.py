@@ -40,6 +40,14 @@ from attnkit.models.decoder_lm import DecoderLM
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def train_lm_argv(text: Path, run: Path, threads: int) -> list[str]:
+    """``attnkit train-lm --preset char-small`` on ``text`` into ``run``, as a subprocess."""
+    return [
+        sys.executable, "-m", "attnkit.cli", "train-lm", "--data", str(text), "--run", str(run),
+        "--preset", "char-small", "--threads", str(threads), "--no-progress",
+    ]  # fmt: skip
+
+
 def attnkit_same_shape(text: Path, run: Path, seconds: float, threads: int) -> dict:
     """Train attnkit with nanoGPT's recipe for ``seconds`` of training; return its numbers."""
     sets = {
@@ -61,25 +69,8 @@ def attnkit_same_shape(text: Path, run: Path, seconds: float, threads: int) -> d
         "train.eval_every": 100000,
         "train.clip_norm": 1.0,
     }
-    argv = [
-        sys.executable,
-        "-m",
-        "attnkit.cli",
-        "train-lm",
-        "--data",
-        str(text),
-        "--run",
-        str(run),
-        "--preset",
-        "char-small",
-        "--time-budget",
-        f"{seconds:.1f}s",
-        "--threads",
-        str(threads),
-        "--no-progress",
-        "--sample-tokens",
-        "0",
-    ]
+    argv = train_lm_argv(text, run, threads)
+    argv += ["--time-budget", f"{seconds:.1f}s", "--sample-tokens", "0"]
     for key, value in sets.items():
         argv += ["--set", f"{key}={value}"]
     start = time.perf_counter()
@@ -183,21 +174,7 @@ def main() -> None:
     if not args.skip_preset:
         start = time.perf_counter()
         proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "attnkit.cli",
-                "train-lm",
-                "--data",
-                str(text),
-                "--run",
-                str(work / "preset"),
-                "--preset",
-                "char-small",
-                "--threads",
-                str(args.threads),
-                "--no-progress",
-            ],
+            train_lm_argv(text, work / "preset", args.threads),
             capture_output=True,
             text=True,
             check=True,

@@ -17,13 +17,10 @@ import attnkit.training.checkpoint
 from attnkit.cli import main
 from attnkit.training.checkpoint import load_checkpoint
 from attnkit.training.runfolder import read_metric_rows
+from tests.translation.tiny import TINY_TRANSFORMER
 
 SETS = [
-    "model.d_model=32",
-    "model.num_heads=2",
-    "model.ffn_hidden=64",
-    "model.num_encoder_layers=1",
-    "model.num_decoder_layers=1",
+    *TINY_TRANSFORMER,
     "data.num_examples=600",
     "data.vocab_size=100",
     "data.valid_limit=8",

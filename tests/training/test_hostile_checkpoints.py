@@ -23,13 +23,10 @@ from attnkit.models import build_seq2seq
 from attnkit.training.checkpoint import CheckpointError, load_checkpoint
 from attnkit.translation.config import load_run_config
 from attnkit.translation.translator import Translator
+from tests.translation.tiny import TINY_TRANSFORMER
 
 SETS = [
-    "model.d_model=32",
-    "model.num_heads=2",
-    "model.ffn_hidden=64",
-    "model.num_encoder_layers=1",
-    "model.num_decoder_layers=1",
+    *TINY_TRANSFORMER,
     "data.num_examples=300",
     "data.vocab_size=100",
     "data.valid_limit=4",

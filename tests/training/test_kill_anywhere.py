@@ -32,13 +32,10 @@ from safetensors.torch import load_file
 from attnkit.training.checkpoint import SLOW_SAVE_ENV, load_checkpoint, read_meta
 from attnkit.training.manager import CheckpointManager, average_checkpoints
 from attnkit.training.runfolder import find_checkpoint, read_metric_rows
+from tests.translation.tiny import TINY_TRANSFORMER
 
 SETS = [
-    "model.d_model=32",
-    "model.num_heads=2",
-    "model.ffn_hidden=64",
-    "model.num_encoder_layers=1",
-    "model.num_decoder_layers=1",
+    *TINY_TRANSFORMER,
     "data.num_examples=600",  # 28 batches per epoch: eval_every 7 meets both epoch ends
     "data.vocab_size=100",
     "data.valid_limit=8",

@@ -18,6 +18,7 @@ import pytest
 from attnkit.cli import main
 from attnkit.training import runlock
 from attnkit.training.runlock import LOCK_FILE, RunLock, RunLockedError, run_lock
+from tests.translation.tiny import TINY_TRANSFORMER
 
 RUNLOCK_SOURCE = Path(runlock.__file__)
 # A process that takes the lock and holds it until killed (runlock.py imports only the standard
@@ -111,11 +112,7 @@ def test_only_rank_zero_takes_it(tmp_path: Path, monkeypatch) -> None:
 
 
 SETS = [
-    "model.d_model=32",
-    "model.num_heads=2",
-    "model.ffn_hidden=64",
-    "model.num_encoder_layers=1",
-    "model.num_decoder_layers=1",
+    *TINY_TRANSFORMER,
     "data.num_examples=600",
     "data.vocab_size=100",
     "data.valid_limit=8",

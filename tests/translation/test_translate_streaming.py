@@ -14,14 +14,11 @@ from pathlib import Path
 import pytest
 
 from attnkit.cli import main
+from tests.translation.tiny import TINY_TRANSFORMER
 
 LINES, CHUNK = 200_000, 256  # input_chunks answers 256 lines at a time
 SETS = [
-    "model.d_model=32",
-    "model.num_heads=2",
-    "model.ffn_hidden=64",
-    "model.num_encoder_layers=1",
-    "model.num_decoder_layers=1",
+    *TINY_TRANSFORMER,
     "data.num_examples=300",
     "data.vocab_size=100",
     "data.valid_limit=4",

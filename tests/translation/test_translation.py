@@ -15,6 +15,7 @@ from attnkit.training.checkpoint import load_checkpoint
 from attnkit.translation.config import preset_for, run_config_from_dict
 from attnkit.translation.run import train_translator
 from attnkit.translation.translator import Translator
+from tests.translation.tiny import TINY_TRANSFORMER
 
 TINY = {
     "model": {
@@ -331,11 +332,7 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_continues(tmp_path: Path) -> None:
 
     run = tmp_path / "run"
     sets = [
-        "model.d_model=32",
-        "model.num_heads=2",
-        "model.ffn_hidden=64",
-        "model.num_encoder_layers=1",
-        "model.num_decoder_layers=1",
+        *TINY_TRANSFORMER,
         "data.num_examples=2000",
         "data.vocab_size=100",
         "data.valid_limit=20",
