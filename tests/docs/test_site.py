@@ -26,8 +26,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser import chromium_page
+
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = os.environ.get("ATTNKIT_CHROMIUM", "/usr/bin/chromium")
 FIGURE = "tutorials/en/figures/01-attention-cues-1.png"
 SOURCES = ("docs", "scripts/docs", "src/attnkit", "benchmarks", "mkdocs.yml")
 
@@ -126,71 +127,50 @@ class _QuietHandler(SimpleHTTPRequestHandler):
 
 
 def test_three_pages_in_chromium(served: str) -> None:
-    sync_api = pytest.importorskip(
-        "playwright.sync_api", reason="playwright is not installed (pip install playwright)"
-    )
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no chromium at {CHROMIUM} (apt-get install chromium)")
-    problems: list[str] = []
-    with sync_api.sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, headless=True)
-        try:
-            page = chromium.new_page(viewport={"width": 1280, "height": 900})
-            page.on(
-                "console",
-                lambda m: (
-                    problems.append(f"{m.type}: {m.text}")
-                    if m.type in ("error", "warning")
-                    else None
-                ),
-            )
-            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-            page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url}"))
-            page.on(
-                "request",
-                lambda r: (
-                    None
-                    if r.url.startswith((served, "data:", "blob:"))
-                    else problems.append(f"request off the machine: {r.url}")
-                ),
-            )
+    with chromium_page(1280, 900) as (page, problems):
+        page.on(
+            "request",
+            lambda r: (
+                None
+                if r.url.startswith((served, "data:", "blob:"))
+                else problems.append(f"request off the machine: {r.url}")
+            ),
+        )
 
-            # 1. Home: the navigation holds every section and the eight tutorials.
-            page.goto(f"{served}/")
-            nav = page.locator("nav.md-nav--primary")
-            labels = " ".join(nav.all_text_contents())
-            for section in ("Getting started", "Tutorials", "中文教程", "How-to guides"):
-                assert section in labels, section
-            for title in ("Attention cues", "Multi-head attention", "Vision Transformer"):
-                assert title in labels, title
-            page.locator("nav.md-nav--primary a", has_text="1. Attention cues").first.click()
-            page.wait_for_url(re.compile(r"/tutorials/en/01-attention-cues/$"))
+        # 1. Home: the navigation holds every section and the eight tutorials.
+        page.goto(f"{served}/")
+        nav = page.locator("nav.md-nav--primary")
+        labels = " ".join(nav.all_text_contents())
+        for section in ("Getting started", "Tutorials", "中文教程", "How-to guides"):
+            assert section in labels, section
+        for title in ("Attention cues", "Multi-head attention", "Vision Transformer"):
+            assert title in labels, title
+        page.locator("nav.md-nav--primary a", has_text="1. Attention cues").first.click()
+        page.wait_for_url(re.compile(r"/tutorials/en/01-attention-cues/$"))
 
-            # 2. A tutorial: formulas typeset by the local KaTeX, figures produced by the code.
-            page.wait_for_selector(".arithmatex .katex")
-            assert page.locator(".arithmatex .katex").count() >= 5
-            assert page.locator(".katex-error").count() == 0
-            display = page.locator(".arithmatex .katex-display").first
-            assert "∑" in display.text_content()  # the pooling formula
-            figure = page.locator(f'img[src$="{FIGURE.rsplit("/", 1)[1]}"]')
-            figure.scroll_into_view_if_needed()
-            page.wait_for_function(
-                "img => img.complete && img.naturalWidth > 0", arg=figure.element_handle()
-            )
-            width = figure.evaluate("img => img.naturalWidth")
-            assert width > 100
-            fonts = page.evaluate("document.fonts.check('16px KaTeX_Main')")
-            assert fonts, "KaTeX's fonts did not load"
+        # 2. A tutorial: formulas typeset by the local KaTeX, figures produced by the code.
+        page.wait_for_selector(".arithmatex .katex")
+        assert page.locator(".arithmatex .katex").count() >= 5
+        assert page.locator(".katex-error").count() == 0
+        display = page.locator(".arithmatex .katex-display").first
+        assert "∑" in display.text_content()  # the pooling formula
+        figure = page.locator(f'img[src$="{FIGURE.rsplit("/", 1)[1]}"]')
+        figure.scroll_into_view_if_needed()
+        page.wait_for_function(
+            "img => img.complete && img.naturalWidth > 0", arg=figure.element_handle()
+        )
+        width = figure.evaluate("img => img.naturalWidth")
+        assert width > 100
+        fonts = page.evaluate("document.fonts.check('16px KaTeX_Main')")
+        assert fonts, "KaTeX's fonts did not load"
 
-            # 3. The generated command-line reference, and the search box (works offline).
-            page.goto(f"{served}/reference/cli/")
-            assert page.locator("h2#attnkit-train").count() == 1
-            assert page.locator("h2#attnkit-train-vit").count() == 1
-            page.locator("label.md-search__icon, .md-search__input").first.click()
-            page.locator(".md-search__input").fill("masked softmax")
-            page.wait_for_selector(".md-search-result__item")
-            shot = page.screenshot(full_page=False)
-        finally:
-            chromium.close()
+        # 3. The generated command-line reference, and the search box (works offline).
+        page.goto(f"{served}/reference/cli/")
+        assert page.locator("h2#attnkit-train").count() == 1
+        assert page.locator("h2#attnkit-train-vit").count() == 1
+        page.locator("label.md-search__icon, .md-search__input").first.click()
+        page.locator(".md-search__input").fill("masked softmax")
+        page.wait_for_selector(".md-search-result__item")
+        shot = page.screenshot(full_page=False)
     assert problems == []
     assert shot[:8] == b"\x89PNG\r\n\x1a\n"

@@ -33,9 +33,9 @@ from attnkit.serve.app import Limits, create_app  # noqa: E402
 from attnkit.serve.backends import TranslateBackend  # noqa: E402
 from attnkit.serve.server import free_port, is_loopback  # noqa: E402
 from attnkit.translation.translator import Translation, Translator  # noqa: E402
+from tests.browser import chromium_page  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = os.environ.get("ATTNKIT_CHROMIUM", "/usr/bin/chromium")
 
 
 class Served:
@@ -318,49 +318,26 @@ def test_sigterm_under_load_answers_every_accepted_request(dates_run) -> None:
 
 
 def test_page_translates_in_chromium(served: Served, translator: Translator, tmp_path) -> None:
-    sync_api = pytest.importorskip(
-        "playwright.sync_api", reason="playwright is not installed (pip install playwright)"
-    )
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no chromium at {CHROMIUM} (apt-get install chromium)")
     sentence = "3 may 1999"
     want = translator.translate([sentence])[0].text
-    problems: list[str] = []
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True)
-        try:
-            page = browser.new_page(viewport={"width": 1000, "height": 800})
-            page.on(
-                "console",
-                lambda m: (
-                    problems.append(f"{m.type}: {m.text}")
-                    if m.type in ("error", "warning")
-                    else None
-                ),
-            )
-            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-            page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url}"))
-            page.goto(served.url + "/")
-            page.fill("#src", sentence)
-            page.click("#go")
-            page.wait_for_selector("#attn-matrix td", timeout=30000)
-            assert page.locator("#out").text_content() == want
-            assert page.locator("#attn-kind option").count() == 3
-            page.select_option("#attn-kind", "cross")
-            rows = page.locator("#attn-matrix tbody tr").count()
-            assert rows == len(translator.tgt_tok.encode(want)) + 1  # tokens and EOS
-            page.hover('#attn-matrix tbody th[data-row="0"]')
-            assert page.locator("#attn-status").text_content().startswith("query ")
-            page.fill("#src", "june 5, 2001")  # a second translation rebuilds the view
-            page.click("#go")
-            page.wait_for_function(
-                "document.getElementById('out').textContent !== " + json.dumps(want)
-            )
-            page.wait_for_selector("#attn-matrix td")
-            shot = tmp_path / "serve-page.png"
-            page.screenshot(path=str(shot), full_page=True)
-        finally:
-            browser.close()
+    with chromium_page(1000, 800) as (page, problems):
+        page.goto(served.url + "/")
+        page.fill("#src", sentence)
+        page.click("#go")
+        page.wait_for_selector("#attn-matrix td", timeout=30000)
+        assert page.locator("#out").text_content() == want
+        assert page.locator("#attn-kind option").count() == 3
+        page.select_option("#attn-kind", "cross")
+        rows = page.locator("#attn-matrix tbody tr").count()
+        assert rows == len(translator.tgt_tok.encode(want)) + 1  # tokens and EOS
+        page.hover('#attn-matrix tbody th[data-row="0"]')
+        assert page.locator("#attn-status").text_content().startswith("query ")
+        page.fill("#src", "june 5, 2001")  # a second translation rebuilds the view
+        page.click("#go")
+        page.wait_for_function("document.getElementById('out').textContent !== " + json.dumps(want))
+        page.wait_for_selector("#attn-matrix td")
+        shot = tmp_path / "serve-page.png"
+        page.screenshot(path=str(shot), full_page=True)
     assert problems == []
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     target = os.environ.get("ATTNKIT_ARTIFACTS")

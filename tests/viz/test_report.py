@@ -23,9 +23,9 @@ from attnkit.models import build_seq2seq
 from attnkit.training.runfolder import read_metric_rows
 from attnkit.viz.report import build_report, samples_json, write_report
 from attnkit.viz.samples import AttentionSample
+from tests.browser import chromium_page
 
 torch.set_num_threads(1)
-CHROMIUM = os.environ.get("ATTNKIT_CHROMIUM", "/usr/bin/chromium")
 
 SRC, TGT = ["▁le", "▁chat", "▁noir", "</s>"], ["▁the", "▁black", "▁cat", "</s>", "<&>"]
 
@@ -139,13 +139,6 @@ def test_report_inputs_and_errors(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------- in a real browser
-def browser():
-    sync_api = pytest.importorskip(
-        "playwright.sync_api", reason="playwright is not installed (pip install playwright)"
-    )
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no chromium at {CHROMIUM} (apt-get install chromium)")
-    return sync_api.sync_playwright
 
 
 def cell(page, row: int, col: int) -> float:
@@ -175,84 +168,65 @@ def save_artifact(shot: Path) -> None:
 
 
 def test_attention_view_in_chromium(tmp_path: Path) -> None:
-    sync_playwright = browser()
     sample, weights = tiny_sample()
     second, weights2 = tiny_sample(seed=1)
     second.source = "le chien"
     empty = AttentionSample("rien", "nothing", ["▁rien"], ["▁nothing"])  # no weights at all
     path = write_report(tmp_path / "report.html", [sample, second, empty], metric_rows=ROWS)
-    problems: list[str] = []
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, headless=True)
-        try:
-            page = chromium.new_page(viewport={"width": 1000, "height": 800})
-            page.on(
-                "console",
-                lambda m: (
-                    problems.append(f"{m.type}: {m.text}")
-                    if m.type in ("error", "warning")
-                    else None
-                ),
-            )
-            page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-            page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url}"))
-            page.goto(path.as_uri())
-            page.wait_for_selector("#attn-matrix td")
+    with chromium_page(1000, 800) as (page, problems):
+        page.goto(path.as_uri())
+        page.wait_for_selector("#attn-matrix td")
 
-            def expect(kind: str, layer: int, head: int, w=weights) -> None:
-                table = page.locator("#attn-matrix")
-                assert (
-                    table.get_attribute("data-kind"),
-                    table.get_attribute("data-layer"),
-                    table.get_attribute("data-head"),
-                ) == (kind, str(layer), str(head))
-                np.testing.assert_allclose(
-                    shown_matrix(page), w[kind][layer][head].double(), atol=5e-6
-                )
+        def expect(kind: str, layer: int, head: int, w=weights) -> None:
+            table = page.locator("#attn-matrix")
+            assert (
+                table.get_attribute("data-kind"),
+                table.get_attribute("data-layer"),
+                table.get_attribute("data-head"),
+            ) == (kind, str(layer), str(head))
+            np.testing.assert_allclose(shown_matrix(page), w[kind][layer][head].double(), atol=5e-6)
 
-            expect("encoder", 0, 0)  # the first matrix: encoder, layer 1, head 1
-            before = cell(page, 1, 2)
-            page.select_option("#attn-head", "1")
-            expect("encoder", 0, 1)
-            assert cell(page, 1, 2) != before
-            page.select_option("#attn-layer", "1")
-            expect("encoder", 1, 1)  # the head choice is kept across layers
-            assert row_labels(page) == SRC
-            page.select_option("#attn-kind", "self")
-            expect("self", 1, 1)
-            assert row_labels(page) == ["<s>", *TGT[:-1]]  # decoder self: the tokens read
-            page.select_option("#attn-kind", "cross")
-            assert page.locator("#attn-layer option").count() == 3
-            page.select_option("#attn-layer", "2")
-            page.select_option("#attn-head", "0")
-            expect("cross", 2, 0)
-            assert row_labels(page) == TGT  # cross-attention rows: the tokens emitted
-            page.select_option("#attn-sentence", "1")
-            expect("cross", 2, 0, weights2)  # kind, layer and head kept for the other sentence
-            # Hovering a query token highlights its row and lists its weights over the keys.
-            page.hover('#attn-matrix tbody th[data-row="2"]')
-            assert page.locator('#attn-matrix td.hl[data-row="2"]').count() == len(SRC)
-            assert page.locator("#attn-matrix td.hl").count() == len(SRC)
-            strip = page.locator("#attn-strip span")
-            assert strip.all_text_contents() == SRC
-            assert page.locator("#attn-status").text_content().startswith("query ▁cat")
-            page.hover('#attn-matrix thead th[data-col="1"]')
-            assert page.locator("#attn-matrix td.hl").count() == len(TGT)
-            page.hover('#attn-matrix td[data-row="0"][data-col="3"]')
-            w03 = round(float(weights2["cross"][2][0][0, 3]), 5)  # the embedded value
-            assert page.locator("#attn-status").text_content() == f"▁the → </s>: {w03:.4f}"
-            page.select_option("#attn-sentence", "2")
-            assert page.locator("#attn-caption").text_content() == (
-                "no attention weights for this sentence"
-            )
-            assert page.locator("#attn-matrix td").count() == 0
-            page.select_option("#attn-sentence", "1")
-            expect("encoder", 0, 0, weights2)  # back to the first matrix
-            shot = tmp_path / "artifacts" / "report.png"
-            shot.parent.mkdir()
-            page.screenshot(path=str(shot), full_page=True)
-        finally:
-            chromium.close()
+        expect("encoder", 0, 0)  # the first matrix: encoder, layer 1, head 1
+        before = cell(page, 1, 2)
+        page.select_option("#attn-head", "1")
+        expect("encoder", 0, 1)
+        assert cell(page, 1, 2) != before
+        page.select_option("#attn-layer", "1")
+        expect("encoder", 1, 1)  # the head choice is kept across layers
+        assert row_labels(page) == SRC
+        page.select_option("#attn-kind", "self")
+        expect("self", 1, 1)
+        assert row_labels(page) == ["<s>", *TGT[:-1]]  # decoder self: the tokens read
+        page.select_option("#attn-kind", "cross")
+        assert page.locator("#attn-layer option").count() == 3
+        page.select_option("#attn-layer", "2")
+        page.select_option("#attn-head", "0")
+        expect("cross", 2, 0)
+        assert row_labels(page) == TGT  # cross-attention rows: the tokens emitted
+        page.select_option("#attn-sentence", "1")
+        expect("cross", 2, 0, weights2)  # kind, layer and head kept for the other sentence
+        # Hovering a query token highlights its row and lists its weights over the keys.
+        page.hover('#attn-matrix tbody th[data-row="2"]')
+        assert page.locator('#attn-matrix td.hl[data-row="2"]').count() == len(SRC)
+        assert page.locator("#attn-matrix td.hl").count() == len(SRC)
+        strip = page.locator("#attn-strip span")
+        assert strip.all_text_contents() == SRC
+        assert page.locator("#attn-status").text_content().startswith("query ▁cat")
+        page.hover('#attn-matrix thead th[data-col="1"]')
+        assert page.locator("#attn-matrix td.hl").count() == len(TGT)
+        page.hover('#attn-matrix td[data-row="0"][data-col="3"]')
+        w03 = round(float(weights2["cross"][2][0][0, 3]), 5)  # the embedded value
+        assert page.locator("#attn-status").text_content() == f"▁the → </s>: {w03:.4f}"
+        page.select_option("#attn-sentence", "2")
+        assert page.locator("#attn-caption").text_content() == (
+            "no attention weights for this sentence"
+        )
+        assert page.locator("#attn-matrix td").count() == 0
+        page.select_option("#attn-sentence", "1")
+        expect("encoder", 0, 0, weights2)  # back to the first matrix
+        shot = tmp_path / "artifacts" / "report.png"
+        shot.parent.mkdir()
+        page.screenshot(path=str(shot), full_page=True)
     assert problems == []
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     save_artifact(shot)
