@@ -417,3 +417,44 @@ def test_masked_softmax_compiles_as_one_graph() -> None:
     compiled = torch.compile(masked_softmax, backend="eager", fullgraph=True)
     torch.testing.assert_close(compiled(scores, mask=mask), masked_softmax(scores, mask=mask))
     assert (compiled(scores, mask=mask)[:, 1] == 0).all()
+
+
+@pytest.mark.parametrize("grad", [True, False])
+@pytest.mark.parametrize("masked", [False, True])
+def test_cpu_autocast_fused_path_runs_float32_when_training(
+    monkeypatch: pytest.MonkeyPatch, grad: bool, masked: bool
+) -> None:
+    """Under CPU bf16 autocast the fused kernel gets float32 inputs when gradients will flow
+    (its bf16 backward is slow) and bf16 ones in inference; the output is bf16 either way and
+    agrees with a float64 reference to bf16 precision, gradients included."""
+    seen = []
+    sdpa = F.scaled_dot_product_attention
+
+    def spying(*args, **kwargs):
+        seen.append((args[0].dtype, torch.is_autocast_enabled("cpu")))
+        return sdpa(*args, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spying)
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 40, 8, dtype=torch.bfloat16) for _ in range(3))
+    for t in (q, k, v):
+        t.requires_grad_(grad)
+    lens = torch.tensor([40, 17]) if masked else None
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, _ = attention(q, k, v, valid_lens=lens, is_causal=True, kernel="sdpa")
+    assert out.dtype == torch.bfloat16
+    assert seen == [(torch.float32, False)] if grad else seen == [(torch.bfloat16, True)]
+    keep = torch.ones(40, 40, dtype=torch.bool).tril()
+    if masked:
+        keep = keep & (torch.arange(40) < lens[:, None, None, None])
+    qd, kd, vd = (t.detach().double().requires_grad_() for t in (q, k, v))
+    scores = (qd @ kd.transpose(-2, -1) / math.sqrt(8)).masked_fill(~keep, -math.inf)
+    ref = scores.softmax(-1) @ vd  # float64, every query row has its first key
+    assert (out.double() - ref).abs().max() < 3e-2
+    if grad:
+        g = torch.randn_like(ref)
+        ref.backward(g)
+        out.backward(g.to(out.dtype))
+        for ours, theirs in ((q, qd), (k, kd), (v, vd)):
+            assert ours.grad.dtype == torch.bfloat16
+            assert (ours.grad.double() - theirs.grad).abs().max() < 5e-2

@@ -16,6 +16,7 @@ and not the NaN that PyTorch's SDPA returns.
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -100,6 +101,22 @@ def masked_softmax(
     if eager_cpu and bool(mask.any(dim=-1).all()):
         return weights
     return weights * mask  # zero for masked keys and empty rows
+
+
+def _slow_low_precision_backward(queries: Tensor, keys: Tensor, values: Tensor) -> bool:
+    """True when the fused kernel would run a bfloat16/float16 backward on the CPU.
+
+    PyTorch's CPU flash-attention backward is several times slower in bfloat16 than in float32
+    (4.25 ms against 0.57 ms for the LM benchmark's (12, 4, 64, 32) heads, benchmarks/PROFILE.md),
+    so under CPU autocast the fused path computes in float32 when gradients will flow; the
+    forward-only (inference) call stays in the low precision, where its kernel is as fast.
+    """
+    return (
+        queries.device.type == "cpu"
+        and queries.dtype in (torch.bfloat16, torch.float16)
+        and torch.is_grad_enabled()
+        and (queries.requires_grad or keys.requires_grad or values.requires_grad)
+    )
 
 
 def uses_math_path(
@@ -204,15 +221,21 @@ def attention(
         if sdpa_mask is not None:
             bias = bias.masked_fill(~sdpa_mask, float("-inf"))
         sdpa_mask = bias
-    out = F.scaled_dot_product_attention(
-        queries,
-        keys,
-        values,
-        attn_mask=sdpa_mask,
-        dropout_p=dropout_p,
-        is_causal=is_causal,
-        scale=scale,
-    )  # (B, .., L, Dv)
+    dtype, upcast = queries.dtype, _slow_low_precision_backward(queries, keys, values)
+    if upcast:  # (autocast off around the call, or it would cast the inputs back)
+        queries, keys, values = queries.float(), keys.float(), values.float()
+        if sdpa_mask is not None and sdpa_mask.is_floating_point():
+            sdpa_mask = sdpa_mask.float()
+    with torch.autocast("cpu", enabled=False) if upcast else contextlib.nullcontext():
+        out = F.scaled_dot_product_attention(
+            queries,
+            keys,
+            values,
+            attn_mask=sdpa_mask,
+            dropout_p=dropout_p,
+            is_causal=is_causal,
+            scale=scale,
+        ).to(dtype)  # (B, .., L, Dv)
     if row_has_key is not None:
         out = out * row_has_key.to(out.dtype)
     return out, None
