@@ -321,6 +321,79 @@ def test_kv_cache_reorder_selects_rows() -> None:
     assert torch.equal(static.keys, mha.project_kv(memory, memory)[0][index])
 
 
+def test_kv_cache_reorders_in_inference_reusing_two_buffers() -> None:
+    """Beam search's pattern: reorder after every step (rows expand, permute, shrink). Each
+    reorder equals indexing the (B, H, S, Dh) keys/values, and the storage alternates between
+    two buffers instead of being allocated anew."""
+    torch.manual_seed(9)
+    mha = MultiHeadAttention(D, H).eval()
+    cache, ref_x = KVCache(), torch.randn(2, 1, D)
+    indices = [
+        torch.tensor([0, 0, 0, 1, 1, 1]),  # 2 -> 6 rows (step 0 branches into 3 beams)
+        torch.tensor([2, 0, 1, 5, 5, 3]),
+        torch.tensor([1, 1, 0, 4, 3, 3]),
+        torch.tensor([0, 2, 2, 1, 0, 0]),
+        torch.tensor([4, 3, 5]),  # a sentence left
+        torch.tensor([2, 0, 0]),
+    ]
+    storages = []
+    with torch.inference_mode():
+        x = ref_x
+        for index in indices:
+            mha(x, x, x, is_causal=True, cache=cache)
+            before_k, before_v = cache.keys.clone(), cache.values.clone()
+            cache.reorder(index)
+            assert torch.equal(cache.keys, before_k[index])
+            assert torch.equal(cache.values, before_v[index])
+            storages.append(cache.keys.untyped_storage().data_ptr())
+            x = torch.randn(len(index), 1, D)
+        # the cache continues correctly: its next output equals attention over the stored rows
+        stored_k, stored_v = cache.keys.clone(), cache.values.clone()
+        out = mha(x, x, x, cache=cache)[0]
+        q, k, v = mha._project_all(x, x, x)
+        expect, _ = attention_reference(q, torch.cat([stored_k, k], 2), torch.cat([stored_v, v], 2))
+        expect = mha.out_proj(expect.transpose(1, 2).reshape(3, 1, D))
+    assert storages[2] == storages[4] and storages[3] == storages[5]  # two buffers, swapped
+    assert storages[2] != storages[3]
+    close(out, expect)
+
+
+def attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
+    """Plain float64 softmax attention, (B, H, L, Dh) each -> output (B, H, L, Dh) as float32."""
+    w = (q.double() @ k.double().transpose(-2, -1) / (q.shape[-1] ** 0.5)).softmax(-1)
+    return (w @ v.double()).float(), w
+
+
+@pytest.mark.parametrize("need_weights", [False, True])
+def test_static_cache_shared_by_groups_of_query_rows(need_weights: bool) -> None:
+    """A static cache of A rows serves A * G query rows (G beams per sentence): the same
+    outputs and weights as repeating the memory G times, keys/values projected once."""
+    torch.manual_seed(10)
+    mha = MultiHeadAttention(D, H).eval()
+    memory = torch.randn(3, 7, D)
+    lens = torch.tensor([7, 4, 2])
+    mask = (torch.arange(7) < lens[:, None])[:, None, None, :]  # (A, 1, 1, S)
+    queries = torch.randn(3 * 4, 1, D)  # G = 4 rows per memory row
+    with torch.inference_mode():
+        shared = KVCache(static=True)
+        out, w = mha(queries, memory, memory, mask=mask, cache=shared, need_weights=need_weights)
+        again, _ = mha(queries, memory, memory, mask=mask, cache=shared)
+        rep = memory.repeat_interleave(4, 0)
+        ref, ref_w = mha(
+            queries, rep, rep, mask=mask.repeat_interleave(4, 0), need_weights=need_weights
+        )
+    assert shared.keys.shape == (3, H, 7, D // H)  # projected once per memory row
+    close(out, ref)
+    close(again, ref)
+    if need_weights:
+        close(w, ref_w)
+        assert w.shape == (12, H, 1, 7)
+    with pytest.raises(ValueError, match="consecutive query rows share one"):
+        mha(torch.randn(5, 1, D), memory, memory, cache=shared)
+    with pytest.raises(ValueError, match="cannot share a static cache of 3 rows"):
+        mha(torch.randn(4, 1, D), memory[:2], memory[:2], cache=shared)
+
+
 def test_empty_cache_reorder_is_noop() -> None:
     cache = KVCache()
     cache.reorder(torch.tensor([0]))

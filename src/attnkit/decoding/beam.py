@@ -1,8 +1,11 @@
 """Beam search with length penalty, min/max length, no-repeat-n-gram blocking and n-best output.
 
 Batched over sentences *and* beams: the A active sentences with K beams each are A*K rows of one
-decoder call per step. Only the seq2seq interface is used (``encode`` / ``init_cache`` /
-``decode``, ``cache.reorder``). Finished sentences leave the batch, so later steps cost less.
+decoder call per step (step 0, with one hypothesis per sentence, runs on A rows). Only the
+seq2seq interface is used (``encode`` / ``init_cache`` / ``decode``, ``cache.reorder``). Finished
+sentences leave the batch, so later steps cost less. A cache with ``reorder_beams`` (the
+Transformer's) keeps the encoder keys/values once per sentence for all its beams (projected once,
+copied only when sentences leave); other models get the memory repeated per row.
 """
 
 from __future__ import annotations
@@ -96,33 +99,43 @@ def beam_search(
     t_cap = int(max_lens.max())
     with torch.inference_mode():
         memory, enc_w = model.encode(src, src_mask, need_weights=need_weights)
-        mem = memory.repeat_interleave(k, dim=0)  # (B*K, S, D)
-        mask = src_mask.repeat_interleave(k, dim=0)  # (B*K, S)
-        cache = model.init_cache(mem, mask)
+        # Step 0 extends one hypothesis per sentence (BOS) and runs on B rows; the K beams
+        # branch out of it. A cache with ``reorder_beams`` (the Transformer's) keeps the encoder
+        # side once per sentence for all its beams, so memory and mask stay per sentence;
+        # other models get them repeated per row.
+        cache = model.init_cache(memory, src_mask)
+        shared = hasattr(cache, "reorder_beams")
+        sent_mem, sent_mask = memory, src_mask  # (A, S, D), (A, S): the active sentences'
+        mem, mask = memory, src_mask  # what the decoder gets (per sentence, or per row)
         sent = torch.arange(batch, device=device)  # (A,) active sentence ids
-        beam_ids = torch.arange(k, device=device)  # (K,)
-        tokens = torch.full((batch * k, 1), bos_id, dtype=torch.long, device=device)
-        # Only beam 0 is live at first; the others start at -inf so they are never chosen.
-        live = torch.full((batch, k), -math.inf, device=device)  # (A, K) log-probs
-        live[:, 0] = 0.0
+        tokens = torch.full((batch, 1), bos_id, dtype=torch.long, device=device)  # (A * W, t)
+        live = torch.zeros(batch, 1, device=device)  # (A, W) log-probs of the W live beams
+        width = 1
         pool = _Pool(batch, k, t_cap, device)
         results: list[_Pool | None] = [None] * batch
         step = 0
         while True:
             a = sent.numel()
             logits, _ = model.decode(tokens[:, -1:], mem, mask, cache=cache)
-            logp = torch.log_softmax(logits[:, -1].float(), dim=-1)  # (A*K, V)
+            # In place (the logits are not needed again): at 2,000 rows of a 4k vocabulary each
+            # (A*W, V) tensor is 32 MB, which the allocator maps fresh from the OS every time
+            # (page faults); writing into the logits halves this part of a step.
+            scores = logits[:, -1].float()  # (A*W, V)
+            logp = torch.log_softmax(scores, dim=-1, out=scores)  # (A*W, V)
             vocab = logp.shape[-1]
             apply_constraints(
                 logp,
                 tokens[:, 1:],
-                min_lens[sent].repeat_interleave(k),
+                min_lens[sent].repeat_interleave(width),
                 config.no_repeat_ngram,
                 eos_id,
                 (PAD_ID, bos_id),
             )
-            cand = (live.view(-1, 1) + logp).view(a, k * vocab)  # (A, K*V)
-            top_s, top_i = cand.topk(min(2 * k, k * vocab), dim=1)  # (A, n) sorted
+            cand = logp.add_(live.view(-1, 1)).view(a, width * vocab)  # (A, W*V), in place
+            top_s, top_i = cand.topk(min(2 * k, width * vocab), dim=1)  # (A, n) sorted
+            if top_s.shape[1] < k:  # fewer candidates than beams (tiny vocabulary, step 0)
+                top_s = F.pad(top_s, (0, k - top_s.shape[1]), value=-math.inf)
+                top_i = F.pad(top_i, (0, k - top_i.shape[1]), value=PAD_ID)
             n = top_s.shape[1]
             beam, tok = top_i // vocab, top_i % vocab  # (A, n)
             rank = torch.arange(n, device=device)
@@ -134,7 +147,7 @@ def beam_search(
             length = step + 1
             lp_now = length_penalty(length, alpha, kind)
             at_max = length >= max_lens[sent]  # (A,)
-            prefix = tokens[:, 1:].view(a, k, step)  # (A, K, t) generated tokens
+            prefix = tokens[:, 1:].view(a, width, step)  # (A, W, t) generated tokens
             eos_ok = is_eos & (rank < k) & torch.isfinite(top_s)
             cut_ok = at_max[:, None] & torch.isfinite(live)
             pool.merge(
@@ -154,25 +167,30 @@ def beam_search(
             can_stop = (n_fin >= k) & (early or (bound <= pool.score[:, -1]))
             done = at_max | ~torch.isfinite(live[:, 0]) | can_stop
             done_idx = done.nonzero().squeeze(1)  # (D,)
-            for i, b in zip(done_idx.tolist(), sent[done_idx].tolist(), strict=True):
-                results[b] = pool.select(done_idx.new_tensor([i]))
+            if len(done_idx):
+                finished = pool.select(done_idx)
+                for j, b in enumerate(sent[done_idx].tolist()):
+                    results[b] = finished.row(j)
             if len(done_idx) == a:
                 break
-            parents = torch.arange(a, device=device)[:, None] * k + live_b  # (A, K) rows
-            same_sentence = None  # (A'*K,) rows of the kept sentences, when some finished
+            parents = torch.arange(a, device=device)[:, None] * width + live_b  # (A, K) rows
+            kept = None  # (A',) the sentences that go on, when some finished
             if len(done_idx):
-                keep = (~done).nonzero().squeeze(1)  # (A',)
-                parents, live, live_t = parents[keep], live[keep], live_t[keep]
-                sent, pool = sent[keep], pool.select(keep)
-                # Rows of one sentence share memory and mask: only pruning changes them.
-                same_sentence = (keep[:, None] * k + beam_ids).flatten()  # (A'*K,)
-                mem, mask = mem.index_select(0, same_sentence), mask.index_select(0, same_sentence)
+                kept = (~done).nonzero().squeeze(1)
+                parents, live, live_t = parents[kept], live[kept], live_t[kept]
+                sent, pool = sent[kept], pool.select(kept)
+                sent_mem, sent_mask = sent_mem[kept], sent_mask[kept]
             rows = parents.flatten()  # (A'*K,)
-            if hasattr(cache, "reorder_beams"):  # cross-attention K/V: copied only on pruning
-                cache.reorder_beams(rows, same_sentence)
+            if shared:  # the encoder side is copied only when sentences leave
+                cache.reorder_beams(rows, kept)
+                mem, mask = sent_mem, sent_mask
             else:
                 cache.reorder(rows)
+                if kept is not None or width == 1:
+                    mem = sent_mem.repeat_interleave(k, dim=0)  # (A'*K, S, D)
+                    mask = sent_mask.repeat_interleave(k, dim=0)  # (A'*K, S)
             tokens = torch.cat([tokens.index_select(0, rows), live_t.reshape(-1, 1)], dim=1)
+            width = k
             step += 1
         hyps = [_hypotheses(r, config.n_best) for r in results]
         if need_weights:
@@ -225,6 +243,13 @@ class _Pool:
         out = _Pool.__new__(_Pool)
         for name in ("score", "logprob", "length", "eos", "tokens"):
             setattr(out, name, getattr(self, name).index_select(0, index))
+        return out
+
+    def row(self, i: int) -> _Pool:
+        """The pool of sentence ``i`` alone (views, no copy)."""
+        out = _Pool.__new__(_Pool)
+        for name in ("score", "logprob", "length", "eos", "tokens"):
+            setattr(out, name, getattr(self, name)[i : i + 1])
         return out
 
 

@@ -44,8 +44,9 @@ class DecoderCache:
 
     def reorder_beams(self, index: Tensor, static_index: Tensor | None) -> None:
         """Beam search's reorder: the growing self-attention caches take rows ``index`` (B',);
-        the encoder–decoder caches, equal for every beam of a sentence, take ``static_index``
-        (B',) only when sentences left the batch (None: kept as they are, no copy)."""
+        the encoder–decoder caches hold one row per sentence (its beams share it, see
+        :class:`~attnkit.attention.multihead.KVCache`) and take the kept sentences
+        ``static_index`` (A',) only when sentences left the batch (None: no copy)."""
         for layer in self.layers:
             layer.self_attn.reorder(index)
             if static_index is not None:
