@@ -138,7 +138,8 @@ def greedy_decode(
         for step in range(steps_cap):
             inputs = tokens[:, -1:] if use_cache else tokens  # (A, 1) or (A, step + 1)
             logits, w = model.decode(inputs, mem, mask, cache=cache, need_weights=need_weights)
-            logp = torch.log_softmax(logits[:, -1].float(), dim=-1)  # (A, V)
+            last = logits[:, -1].float()  # (A, V); not needed again: normalised in place
+            logp = torch.log_softmax(last, dim=-1, out=last)  # (A, V)
             apply_constraints(
                 logp, tokens[:, 1:], row_min, config.no_repeat_ngram, eos_id, (PAD_ID, bos_id)
             )
