@@ -358,6 +358,21 @@ def test_kv_cache_reorders_in_inference_reusing_two_buffers() -> None:
     close(out, expect)
 
 
+def test_growing_cache_set_then_append_and_static_append_refused() -> None:
+    torch.manual_seed(11)
+    k, v = torch.randn(2, H, 3, D // H), torch.randn(2, H, 3, D // H)
+    cache = KVCache()
+    cache.set(k, v)
+    assert torch.equal(cache.keys, k) and torch.equal(cache.values, v)
+    k2, v2 = torch.randn(2, H, 20, D // H), torch.randn(2, H, 20, D // H)  # past the capacity
+    keys, values = cache.append(k2, v2)
+    assert torch.equal(keys, torch.cat([k, k2], 2)) and torch.equal(values, torch.cat([v, v2], 2))
+    static = KVCache(static=True)
+    static.set(k, v)
+    with pytest.raises(RuntimeError, match="static KVCache"):
+        static.append(k2, v2)
+
+
 def attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
     """Plain float64 softmax attention, (B, H, L, Dh) each -> output (B, H, L, Dh) as float32."""
     w = (q.double() @ k.double().transpose(-2, -1) / (q.shape[-1] ** 0.5)).softmax(-1)
