@@ -381,10 +381,12 @@ def attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor):
 
 @pytest.mark.parametrize("need_weights", [False, True])
 def test_static_cache_shared_by_groups_of_query_rows(need_weights: bool) -> None:
-    """A static cache of A rows serves A * G query rows (G beams per sentence): the same
-    outputs and weights as repeating the memory G times, keys/values projected once."""
+    """A static cache of A rows serves A * G query rows (G beams per sentence): the outputs and
+    weights of nn.MultiheadAttention on the memory repeated G times, keys/values projected
+    once."""
     torch.manual_seed(10)
-    mha = MultiHeadAttention(D, H).eval()
+    reference = torch_mha()
+    mha = MultiHeadAttention.from_torch(reference).eval()
     memory = torch.randn(3, 7, D)
     lens = torch.tensor([7, 4, 2])
     mask = (torch.arange(7) < lens[:, None])[:, None, None, :]  # (A, 1, 1, S)
@@ -394,9 +396,14 @@ def test_static_cache_shared_by_groups_of_query_rows(need_weights: bool) -> None
         out, w = mha(queries, memory, memory, mask=mask, cache=shared, need_weights=need_weights)
         again, _ = mha(queries, memory, memory, mask=mask, cache=shared)
         rep = memory.repeat_interleave(4, 0)
-        ref, ref_w = mha(
-            queries, rep, rep, mask=mask.repeat_interleave(4, 0), need_weights=need_weights
-        )
+        ref, ref_w = reference(
+            queries,
+            rep,
+            rep,
+            key_padding_mask=~mask[:, 0, 0].repeat_interleave(4, 0),  # True = padding
+            need_weights=True,
+            average_attn_weights=False,
+        )  # (A * G, 1, D), (A * G, H, 1, S)
     assert shared.keys.shape == (3, H, 7, D // H)  # projected once per memory row
     close(out, ref)
     close(again, ref)

@@ -396,3 +396,19 @@ def test_input_validation(model, data):
         beam_search(model, src[0], mask[0], DecodeConfig())
     with pytest.raises(ValueError, match="max_len"):
         greedy_decode(model, src, mask, max_len=0)
+
+
+def test_last_log_probs_in_place_matches_float64_log_softmax():
+    from attnkit.decoding.common import last_log_probs
+
+    torch.manual_seed(3)
+    logits = torch.randn(6, 3, 50) * 4  # (R, L, V)
+    expect = torch.log_softmax(logits[:, -1].double(), dim=-1)
+    logp = last_log_probs(logits)
+    assert logp.shape == (6, 50) and logp.dtype == torch.float32
+    torch.testing.assert_close(logp.double(), expect, atol=1e-5, rtol=0)
+    assert logp.data_ptr() == logits[:, -1].data_ptr()  # written into the logits
+    low = torch.randn(2, 1, 50).bfloat16()
+    before = low.clone()
+    out = last_log_probs(low)  # another dtype: a float32 copy, the input untouched
+    assert out.dtype == torch.float32 and torch.equal(low, before)

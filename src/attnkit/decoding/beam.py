@@ -24,6 +24,7 @@ from attnkit.decoding.common import (
     Hypothesis,
     apply_constraints,
     check_inputs,
+    last_log_probs,
     length_limits,
     length_penalty,
     sentence_weights,
@@ -117,11 +118,7 @@ def beam_search(
         while True:
             a = sent.numel()
             logits, _ = model.decode(tokens[:, -1:], mem, mask, cache=cache)
-            # In place (the logits are not needed again): at 2,000 rows of a 4k vocabulary each
-            # (A*W, V) tensor is 32 MB, which the allocator maps fresh from the OS every time
-            # (page faults); writing into the logits halves this part of a step.
-            scores = logits[:, -1].float()  # (A*W, V)
-            logp = torch.log_softmax(scores, dim=-1, out=scores)  # (A*W, V)
+            logp = last_log_probs(logits)  # (A*W, V), in place
             vocab = logp.shape[-1]
             apply_constraints(
                 logp,

@@ -42,6 +42,7 @@ __all__ = [
     "length_limits",
     "apply_constraints",
     "check_inputs",
+    "last_log_probs",
     "sentence_weights",
 ]
 
@@ -157,6 +158,18 @@ def length_limits(
     min_lens = torch.floor(config.min_len_a * lens).long()
     min_lens = torch.minimum(min_lens, max_lens - 1).clamp(min=0)
     return max_lens, min_lens
+
+
+def last_log_probs(logits: Tensor) -> Tensor:
+    """Log-probabilities of the next token from a decoder's logits, computed in place.
+
+    The logits are not needed again, and at a few thousand rows of a vocabulary of thousands a
+    fresh (rows, V) tensor is tens of MB that the allocator maps from the OS every step (page
+    faults): writing into the logits halved this part of a beam-search step
+    (benchmarks/PROFILE.md). Shapes: logits (R, L, V) -> (R, V) float, the last position's.
+    """
+    last = logits[:, -1].float()  # a view of the logits when they are float32
+    return torch.log_softmax(last, dim=-1, out=last)
 
 
 def apply_constraints(

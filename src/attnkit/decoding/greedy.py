@@ -22,6 +22,7 @@ from attnkit.decoding.common import (
     SentenceWeights,
     apply_constraints,
     check_inputs,
+    last_log_probs,
     length_limits,
     sentence_weights,
 )
@@ -138,8 +139,7 @@ def greedy_decode(
         for step in range(steps_cap):
             inputs = tokens[:, -1:] if use_cache else tokens  # (A, 1) or (A, step + 1)
             logits, w = model.decode(inputs, mem, mask, cache=cache, need_weights=need_weights)
-            last = logits[:, -1].float()  # (A, V); not needed again: normalised in place
-            logp = torch.log_softmax(last, dim=-1, out=last)  # (A, V)
+            logp = last_log_probs(logits)  # (A, V), in place
             apply_constraints(
                 logp, tokens[:, 1:], row_min, config.no_repeat_ngram, eos_id, (PAD_ID, bos_id)
             )
