@@ -119,6 +119,27 @@ def test_masked_softmax_matches_naive(batch, heads, num_q, num_k, per_query, use
     assert (sums[~has_key] == 0).all(), "a row with no valid key must be all zeros"
 
 
+@pytest.mark.parametrize("num_k", [1, 2, 7, 11, 15, 16, 17, 40])
+@pytest.mark.parametrize("grad", [False, True])
+def test_masked_softmax_short_rows_both_paths_match_float64(num_k: int, grad: bool) -> None:
+    # Rows shorter than 16 take the composed softmax in inference (PyTorch's kernel is slow
+    # there) and torch.softmax when a gradient is recorded: both must equal float64 softmax.
+    g = torch.Generator().manual_seed(num_k)
+    scores = (4 * torch.randn(37, 3, 5, num_k, generator=g)).requires_grad_(grad)
+    mask = torch.rand(37, 1, 1, num_k, generator=g) > 0.3
+    mask[:, :, :, 0] = True  # every row has a key
+    got = masked_softmax(scores, mask=mask)
+    ref = torch.softmax(scores.detach().double().masked_fill(~mask, -math.inf), dim=-1)
+    torch.testing.assert_close(got.detach().double(), ref, atol=1e-6, rtol=0)
+    assert (got[~mask.expand_as(got)] == 0).all()
+    if grad:
+        got.square().sum().backward()
+        leaf = scores.detach().double().requires_grad_()
+        expected = torch.softmax(leaf.masked_fill(~mask, -math.inf), dim=-1)
+        expected.square().sum().backward()
+        torch.testing.assert_close(scores.grad.double(), leaf.grad, atol=1e-6, rtol=0)
+
+
 @SETTINGS
 @given(
     batch=st.integers(1, 3),

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from attnkit.config import DecodeConfig
+from attnkit.data.batching import pad_sequences
 from attnkit.decoding.common import (
     BOS_ID,
     EOS_ID,
@@ -280,11 +281,8 @@ def _attach_weights(
     pairs = [(b, h) for b, sent in enumerate(hyps) for h in sent]
     if not pairs:
         return
-    width = max(h.length for _, h in pairs)
-    inputs = torch.full((len(pairs), width), PAD_ID, dtype=torch.long, device=memory.device)
-    for row, (_, h) in enumerate(pairs):
-        seq = [bos_id] + h.tokens[: h.length - 1]
-        inputs[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+    inputs, _ = pad_sequences([[bos_id, *h.tokens[: h.length - 1]] for _, h in pairs], PAD_ID)
+    inputs = inputs.to(memory.device)  # (N, T_max)
     which = torch.tensor([b for b, _ in pairs], device=memory.device)  # (N,)
     _, w = model.decode(inputs, memory[which], src_mask[which], need_weights=True)
     assert w is not None

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
+from attnkit.data.batching import pad_sequences
 from attnkit.data.errors import DataError
 from attnkit.data.tokenizers import Tokenizer, load_tokenizer
 from attnkit.pretrained.tokenizer import PretrainedTokenizer
@@ -451,13 +452,8 @@ def load_text_encoder(kind: str, folder: str | Path, max_length: int, pad_id: in
 
 def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[Tensor, Tensor]:
     """Right-pad id lists to the longest. Returns ids (B, S) long and mask (B, S) bool."""
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)  # (B, S)
-    mask = torch.zeros((len(seqs), width), dtype=torch.bool)  # (B, S)
-    for row, seq in enumerate(seqs):
-        ids[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
-        mask[row, : len(seq)] = True
-    return ids, mask
+    ids, lens = pad_sequences(seqs, pad_id)  # (B, S), (B,)
+    return ids, torch.arange(ids.shape[1]) < lens[:, None]  # (B, S) bool
 
 
 class LengthBuckets:

@@ -18,7 +18,14 @@ import torch
 from torch import nn
 
 from attnkit.config import DecodeConfig
-from attnkit.data.batching import Batch, TokenBucketSampler, collate, encode_pairs, example_lengths
+from attnkit.data.batching import (
+    Batch,
+    TokenBucketSampler,
+    collate,
+    encode_pairs,
+    example_lengths,
+    pad_sequences,
+)
 from attnkit.data.corpora import group_references, load_corpus, split_pairs
 from attnkit.data.errors import DataError
 from attnkit.data.text import PAD_ID, tidy_punctuation_spacing
@@ -208,11 +215,8 @@ def _per_sentence(out: Any) -> list[Any]:
 
 
 def _pad(seqs: Sequence[list[int]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), PAD_ID, dtype=torch.long)
-    for row, seq in enumerate(seqs):
-        ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
-    return ids.to(device), torch.tensor([len(s) for s in seqs], device=device)
+    ids, lens = pad_sequences(seqs, PAD_ID)  # (B, S), (B,)
+    return ids.to(device), lens.to(device)
 
 
 class TranslationTask:
