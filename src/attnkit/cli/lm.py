@@ -12,6 +12,7 @@ from typing import Any
 
 from attnkit.cli.options import (
     add_checkpoint_option,
+    add_device_option,
     add_run_options,
     apply_threads,
     progress_wanted,
@@ -94,7 +95,7 @@ def register(sub: Any) -> None:
         "break and a tab, e.g. --stop '\\n\\n' ends at a blank line)",
     )
     add_checkpoint_option(p)
-    p.add_argument("--device", default="auto")
+    add_device_option(p)
     p.set_defaults(func=cmd_generate)
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 __all__ = [
     "add_checkpoint_option",
+    "add_device_option",
     "add_threads_option",
     "apply_threads",
     "parse_duration",
@@ -28,6 +29,36 @@ def add_checkpoint_option(parser: Any) -> None:
         "--checkpoint",
         default="best",
         help="best, last, a name under RUN/checkpoints (e.g. averaged), or a folder",
+    )
+
+
+_DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+def device_name(text: str) -> str:
+    """Validate a ``--device`` value at parse time: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``."""
+    if not _DEVICE.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"invalid device {text!r}; use auto, cpu, cuda or cuda:N (e.g. cuda:1)"
+        )
+    return text
+
+
+def add_device_option(parser: Any, default: str | None = "auto", note: str = "") -> None:
+    """``--device``: where the model runs (checked when the command line is parsed).
+
+    Args:
+        parser: the subcommand's parser.
+        default: the default device; None leaves it to the run's config (training commands).
+        note: appended to the help text (e.g. which engine the option applies to).
+    """
+    shown = "the run's train.device" if default is None else default
+    parser.add_argument(
+        "--device",
+        default=default,
+        type=device_name,
+        help=f"auto (CUDA when available, else the CPU), cpu, cuda or cuda:N (default: {shown})"
+        + (f"; {note}" if note else ""),
     )
 
 
@@ -86,7 +117,7 @@ def add_run_options(parser: Any, *, set_example: str, budget_example: str = "20m
         metavar="DURATION",
         help=f"stop training after this long (e.g. {budget_example}) and evaluate",
     )
-    parser.add_argument("--device", help="auto (default), cpu or cuda")
+    add_device_option(parser, default=None)
     add_threads_option(parser)
     parser.add_argument("--seed", type=int)
     parser.add_argument("--resume", action="store_true", help="continue the run in --run exactly")

@@ -9,6 +9,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from attnkit.cli.options import add_device_option
+
 __all__ = ["register"]
 
 
@@ -37,7 +39,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--file", help="one text per line")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", default="cpu")
+    add_device_option(p, "cpu")
     p.add_argument(
         "--format",
         choices=("jsonl", "json", "npy"),
@@ -64,7 +66,7 @@ def register(sub: Any) -> None:
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--model", default="minilm")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--device", default="cpu")
+    add_device_option(p, "cpu")
     p.set_defaults(func=cmd_similar)
 
 

@@ -7,7 +7,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from attnkit.cli.options import add_checkpoint_option, add_threads_option, apply_threads
+from attnkit.cli.options import (
+    add_checkpoint_option,
+    add_device_option,
+    add_threads_option,
+    apply_threads,
+)
 
 __all__ = ["register", "load_backend"]
 
@@ -46,7 +51,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--quantize", choices=("int8",), help="dynamic int8 Linear layers (CPU)")
     add_checkpoint_option(p)
-    p.add_argument("--device", default="cpu", help="cpu (default) or cuda (attnkit engine)")
+    add_device_option(p, "cpu", note="the attnkit engine")
     add_threads_option(p)
     p.add_argument("--max-chars", type=int, default=1000, help="characters per text (413)")
     p.add_argument("--max-items", type=int, default=64, help="texts per request (413)")

@@ -12,6 +12,7 @@ from typing import Any
 
 from attnkit.cli.options import (
     add_checkpoint_option,
+    add_device_option,
     add_run_options,
     apply_threads,
     input_chunks,
@@ -93,7 +94,7 @@ def register(sub: Any) -> None:
         "--batch-size", type=int, default=32, help="texts per forward pass (default 32, as embed)"
     )
     add_checkpoint_option(p)
-    p.add_argument("--device", default="auto")
+    add_device_option(p)
     p.set_defaults(func=cmd_predict)
 
 

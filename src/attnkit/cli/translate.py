@@ -10,6 +10,7 @@ from typing import Any
 
 from attnkit.cli.options import (
     add_checkpoint_option,
+    add_device_option,
     add_run_options,
     apply_threads,
     input_chunks,
@@ -82,7 +83,7 @@ def register(sub: Any) -> None:
     p.add_argument("--beam", type=int, help="beam size (1 = greedy; default from the run)")
     p.add_argument("--n-best", type=int, default=1, help="print the N best translations")
     add_checkpoint_option(p)
-    p.add_argument("--device", default="auto")
+    add_device_option(p)
     p.add_argument(
         "--engine",
         default="attnkit",
@@ -117,7 +118,7 @@ def register(sub: Any) -> None:
     p.add_argument("--beam", type=int)
     add_checkpoint_option(p)
     p.add_argument("--out", help="hypotheses file (default: RUN/hyps-<data name>.txt)")
-    p.add_argument("--device", default="auto")
+    add_device_option(p)
     p.set_defaults(func=cmd_evaluate)
 
 

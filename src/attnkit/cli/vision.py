@@ -9,6 +9,7 @@ from typing import Any
 
 from attnkit.cli.options import (
     add_checkpoint_option,
+    add_device_option,
     add_run_options,
     apply_threads,
     progress_wanted,
@@ -51,7 +52,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--json", action="store_true", help="one JSON object per image")
     add_checkpoint_option(p)
-    p.add_argument("--device", default="auto")
+    add_device_option(p)
     p.add_argument(
         "--engine",
         default="attnkit",
@@ -76,7 +77,7 @@ def register(sub: Any) -> None:
         help="convert an image with another channel count instead of failing",
     )
     add_checkpoint_option(p)
-    p.add_argument("--device", default="auto")
+    add_device_option(p)
     p.add_argument("--dpi", type=float, default=100)
     p.set_defaults(func=cmd_attention_map)
 

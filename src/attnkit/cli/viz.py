@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from attnkit.cli.options import add_checkpoint_option
+from attnkit.cli.options import add_checkpoint_option, add_device_option
 
 __all__ = ["register", "demo_run_config", "DEMO_SENTENCE"]
 
@@ -88,7 +88,7 @@ def register(sub: Any) -> None:
         help="encoder self-attention, decoder self-attention, cross-attention, or all",
     )
     add_checkpoint_option(p)
-    p.add_argument("--device", default="auto")
+    add_device_option(p)
     p.add_argument("--dpi", type=float, default=100)
     p.set_defaults(func=cmd_attention)
 
@@ -133,7 +133,7 @@ def register(sub: Any) -> None:
     p.add_argument("--samples", type=int, default=4, help="validation sentences to show")
     p.add_argument("--beam", type=int, help="beam size (default from the run)")
     add_checkpoint_option(p)
-    p.add_argument("--device", default="auto")
+    add_device_option(p)
     p.set_defaults(func=cmd_report)
 
 
