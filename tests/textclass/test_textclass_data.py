@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from attnkit.cli import main
-from attnkit.data.batching import padding_fraction
+from attnkit.data.batching import TokenBucketSampler, padding_fraction
 from attnkit.data.errors import DataError
 from attnkit.textclass.data import (
     LengthBuckets,
@@ -103,6 +103,29 @@ def test_length_buckets_resume_mid_epoch_and_split_over_ranks() -> None:
         assert sorted(i for r in range(3) for i in ranks[r][k]) == sorted(batch)
     with pytest.raises(ValueError, match="same data"):
         LengthBuckets(lengths[:50], 8, seed=2).load_state_dict(first.state_dict())
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"batch_size": 0}, "batch_size and chunk_batches must be >= 1"),
+        ({"batch_size": 8, "chunk_batches": 0}, "batch_size and chunk_batches must be >= 1"),
+        ({"batch_size": 8, "num_replicas": 2, "rank": 2}, "need 0 <= rank < num_replicas"),
+        ({"batch_size": 8, "num_replicas": 0}, "need 0 <= rank < num_replicas"),
+        ({"batch_size": 2, "num_replicas": 3, "rank": 0}, "smaller than the 3 processes"),
+    ],
+)
+def test_length_buckets_reject_bad_settings_like_the_token_sampler(kwargs, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        LengthBuckets([3, 4, 5, 6], **kwargs)
+    if "rank" in match:  # the same check, the same words, as the translation sampler
+        with pytest.raises(ValueError, match=match):
+            TokenBucketSampler(
+                [3, 4, 5, 6],
+                64,
+                num_replicas=kwargs["num_replicas"],
+                rank=kwargs.get("rank", 0),
+            )
 
 
 GOOD = "label\tsentence\npos\tgood film\nneg\tbad film\npos\tgreat plot\n"

@@ -26,6 +26,7 @@ from .errors import DataError
 from .text import BOS_ID, EOS_ID, PAD_ID
 
 __all__ = [
+    "check_replicas",
     "Batch",
     "Example",
     "pad_sequences",
@@ -204,6 +205,14 @@ def collate(examples: Sequence[Example], pad_id: int = PAD_ID) -> Batch:
     return Batch(src=src, src_lens=src_lens, tgt_in=tgt_in, tgt_out=tgt_out, tgt_lens=tgt_lens)
 
 
+def check_replicas(num_replicas: int, rank: int) -> None:
+    """Validate a data-parallel split (every sampler's): ``0 <= rank < num_replicas``."""
+    if num_replicas < 1 or not 0 <= rank < num_replicas:
+        raise ValueError(
+            f"need 0 <= rank < num_replicas, got rank={rank}, num_replicas={num_replicas}"
+        )
+
+
 class TokenBucketSampler(Sampler[list[int]]):
     """Yields lists of example indices whose padded size ``count * longest`` fits ``max_tokens``.
 
@@ -255,10 +264,7 @@ class TokenBucketSampler(Sampler[list[int]]):
             raise ValueError("lengths is empty: there is nothing to batch")
         if min(self.lengths) < 1:
             raise ValueError(f"lengths must be >= 1, got a minimum of {min(self.lengths)}")
-        if num_replicas < 1 or not 0 <= rank < num_replicas:
-            raise ValueError(
-                f"need 0 <= rank < num_replicas, got rank={rank}, num_replicas={num_replicas}"
-            )
+        check_replicas(num_replicas, rank)
         longest = max(self.lengths)
         if max_tokens < num_replicas * longest:
             raise ValueError(

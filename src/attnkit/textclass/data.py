@@ -32,7 +32,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-from attnkit.data.batching import pad_sequences
+from attnkit.data.batching import check_replicas, pad_sequences
 from attnkit.data.errors import DataError
 from attnkit.data.tokenizers import Tokenizer, load_tokenizer
 from attnkit.pretrained.tokenizer import PretrainedTokenizer
@@ -489,6 +489,11 @@ class LengthBuckets:
     ) -> None:
         if not lengths:
             raise ValueError("lengths is empty: there is nothing to batch")
+        check_replicas(num_replicas, rank)
+        if batch_size < 1 or chunk_batches < 1:
+            raise ValueError(
+                f"batch_size and chunk_batches must be >= 1, got {batch_size} and {chunk_batches}"
+            )
         if batch_size < num_replicas:
             raise ValueError(
                 f"batch_size={batch_size} is smaller than the {num_replicas} processes; every "
