@@ -15,15 +15,62 @@ from attnkit.config import TransformerConfig
 from attnkit.data.batching import collate
 from attnkit.decoding import greedy_decode
 from attnkit.evaluation.metrics import corpus_bleu
-from attnkit.models.quantize import check_quantize, is_quantized, quantize_int8
+from attnkit.models import quantize
+from attnkit.models.quantize import Int8Linear, check_quantize, is_quantized, quantize_int8
 from attnkit.models.transformer import Transformer
 from attnkit.training.losses import Seq2SeqObjective
 from attnkit.translation.translator import Translator
 from tests.pretrained.test_pretrained import needs_minilm, needs_tokenizers
 
 
+def _count_int8_calls(model: nn.Module, monkeypatch) -> list[int]:
+    """Count the calls that reach the int8 kernels (not the small-product float32 path)."""
+    calls = [0]
+    for layer in model.modules():
+        if isinstance(layer, Int8Linear):
+            real = layer.quantized.forward
+
+            def counted(x, real=real):
+                calls[0] += 1
+                return real(x)
+
+            monkeypatch.setattr(layer.quantized, "forward", counted)
+    return calls
+
+
+def test_int8_linear_paths_against_float64(monkeypatch) -> None:
+    torch.manual_seed(0)
+    lin = nn.Linear(64, 96)
+    layer = quantize_int8(nn.Sequential(lin))[0]
+    assert isinstance(layer, Int8Linear)
+    # The float32 path's weights are the int8 ones: within half a step of the originals.
+    step = lin.weight.detach().abs().amax(1, keepdim=True) / 127  # (96, 1)
+    assert ((layer.weight - lin.weight.detach()).abs() <= step / 2 + 1e-6).all()
+    x = torch.randn(2, 5, 64)
+    ref = x.double() @ layer.weight.double().T + layer.bias.double()  # (2, 5, 96)
+    calls = _count_int8_calls(layer, monkeypatch)
+    with torch.no_grad():
+        small = layer(x)  # 10 rows x 64 x 96 multiply-adds: float32
+        assert calls == [0]
+        torch.testing.assert_close(small.double(), ref, rtol=0, atol=1e-5)
+        monkeypatch.setattr(quantize, "SMALL_PRODUCT", 0)
+        big = layer(x)  # the int8 kernel: activations rounded too
+        assert calls == [1] and big.shape == (2, 5, 96)
+        assert (big.double() - ref).abs().max() < 0.05 * ref.abs().max()
+        assert not torch.equal(big, small)
+
+
+def test_int8_linear_uses_int8_at_any_size_for_a_large_matrix(monkeypatch) -> None:
+    wide = quantize_int8(nn.Sequential(nn.Linear(256, 4096)))[0]  # 2**20 weights
+    calls = _count_int8_calls(wide, monkeypatch)
+    with torch.no_grad():
+        wide(torch.randn(1, 256))
+    assert wide.always_int8 and calls == [1]
+
+
 @pytest.mark.parametrize("tie", ["none", "decoder", "all"])
-def test_quantized_transformer_keeps_interface_and_loss_path(tie: str) -> None:
+def test_quantized_transformer_keeps_interface_and_loss_path(tie: str, monkeypatch) -> None:
+    monkeypatch.setattr(quantize, "SMALL_PRODUCT", 0)  # every product on the int8 kernels
     torch.manual_seed(0)
     cfg = TransformerConfig(
         src_vocab_size=50, tgt_vocab_size=50, d_model=64, num_heads=4, ffn_hidden=128,
@@ -61,7 +108,12 @@ def test_check_quantize_errors() -> None:
         check_quantize("int8", "cuda")
 
 
-def test_quantized_translation_close_to_float32(dates_run, capsys) -> None:
+@pytest.mark.parametrize("small_product", [0, quantize.SMALL_PRODUCT])
+def test_quantized_translation_close_to_float32(
+    dates_run, capsys, monkeypatch, small_product: int
+) -> None:
+    # 0: every product on the int8 kernels; the default: small ones in float32.
+    monkeypatch.setattr(quantize, "SMALL_PRODUCT", small_product)
     run, sources, refs = dates_run
     fp32 = Translator.load(run, device="cpu")
     int8 = Translator.load(run, device="cpu", quantize="int8")
@@ -93,7 +145,8 @@ def test_quantized_translation_close_to_float32(dates_run, capsys) -> None:
     ]
     with capsys.disabled():
         print(
-            f"\nint8 (attnkit, dynamic) on {len(sources)} held-out dates: {same}/{len(sources)} "
+            f"\nint8 (attnkit, dynamic, float32 below {small_product:,} multiply-adds) on "
+            f"{len(sources)} held-out dates: {same}/{len(sources)} "
             f"greedy outputs identical; BLEU {bleu_a:.2f} -> {bleu_b:.2f} "
             f"({bleu_b - bleu_a:+.2f})"
         )

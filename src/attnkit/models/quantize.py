@@ -6,8 +6,16 @@ weights (one scale per output channel) and int8 activations quantized on the fly
 instructions (AMX or AVX-512 VNNI), PyTorch's default x86/fbgemm ones elsewhere, see
 :func:`int8_engine`); embeddings, LayerNorms and
 attention's softmax stay float32. Because activation scales are taken per batch, a sentence's
-int8 result can depend (slightly) on the other sentences of its batch. Two attnkit details are
-handled so that the quantized model keeps the seq2seq interface and the training-loss path:
+int8 result can depend (slightly) on the other sentences of its batch.
+
+Small products run in float32 on the same int8-rounded weights (:class:`Int8Linear`): PyTorch's
+dynamic int8 kernel costs ~50 us a call whatever its size (it builds oneDNN's primitive
+descriptor and quantizes the activations each time), so below ~8M multiply-adds (e.g. fewer
+than ~40 rows of a 256 -> 768 layer, a decoding step of a few sentences) a float32 product is
+faster; without this, translating 1-16 sentences was 0.67-0.80x as fast as float32
+(benchmarks/PROFILE.md). The price is memory: each layer keeps a float32 copy of its rounded
+weights next to the packed int8 ones. Two attnkit details are handled so that the quantized
+model keeps the seq2seq interface and the training-loss path:
 
 * a packed attention projection (``MultiHeadAttention.in_proj``, (3D, D)) is also sliced, by the
   model, into query and key/value parts for encoder–decoder attention; each slice gets its own
@@ -24,16 +32,69 @@ import copy
 import warnings
 
 import torch
-from torch import nn
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from attnkit.attention.multihead import MultiHeadAttention
 from attnkit.hardware import cpu_flags
 from attnkit.models.transformer import Transformer
 
-__all__ = ["QUANTIZE_CHOICES", "check_quantize", "int8_engine", "quantize_int8", "is_quantized"]
+__all__ = [
+    "QUANTIZE_CHOICES",
+    "SMALL_PRODUCT",
+    "LARGE_MATRIX",
+    "Int8Linear",
+    "check_quantize",
+    "int8_engine",
+    "quantize_int8",
+    "is_quantized",
+]
 
 #: Values of ``--quantize``.
 QUANTIZE_CHOICES = ("int8",)
+
+#: Multiply-adds (rows x in x out) below which :class:`Int8Linear` computes in float32: the
+#: measured crossover on a 2-core AMX Xeon is 7-13M (256 -> 256 at ~200 rows, 256 -> 768 at
+#: ~48, 768 -> 256 at ~55, 384 -> 1536 at ~12).
+SMALL_PRODUCT = 8_000_000
+#: Weights (in x out) from which int8 is used at any row count: reading a float32 matrix of
+#: 4 MiB costs more than the int8 call (a 256 -> 4,000 output layer at one row: 97 us float32,
+#: 75 us int8).
+LARGE_MATRIX = 2**20
+
+
+class Int8Linear(nn.Module):
+    """A dynamically quantized Linear that runs small products in float32.
+
+    Args:
+        quantized: a ``torch.ao`` dynamic quantized Linear (int8 weights per output channel).
+
+    ``forward`` (..., in) -> (..., out): the int8 kernel when rows x in x out is at least
+    :data:`SMALL_PRODUCT` or the matrix has :data:`LARGE_MATRIX` weights, else ``F.linear`` on
+    the dequantized (int8-rounded) weights, so both paths use the same weights and only the
+    activations' rounding differs.
+    """
+
+    def __init__(self, quantized: nn.Module) -> None:
+        super().__init__()
+        self.quantized = quantized
+        weight, bias = quantized._weight_bias()  # (out, in) quantized per channel, (out,) float
+        self.register_buffer("weight", weight.dequantize(), persistent=False)  # (out, in)
+        self.register_buffer("bias", None if bias is None else bias.detach().clone(), False)
+        self.in_features, self.out_features = weight.shape[1], weight.shape[0]
+        self.always_int8 = self.in_features * self.out_features >= LARGE_MATRIX
+
+    def forward(self, x: Tensor) -> Tensor:
+        rows = x.numel() // self.in_features
+        if not self.always_int8 and rows * self.in_features * self.out_features < SMALL_PRODUCT:
+            return F.linear(x, self.weight, self.bias)
+        return self.quantized(x)
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"float32 below {SMALL_PRODUCT:,} multiply-adds"
+        )
 
 
 def check_quantize(quantize: str | None, device: str | torch.device = "cpu") -> None:
@@ -109,6 +170,10 @@ def quantize_int8(model: nn.Module) -> nn.Module:
         warnings.simplefilter("ignore")  # torch.ao's deprecation notices
         spec = {nn.Linear: torch.ao.quantization.per_channel_dynamic_qconfig}
         torch.ao.quantization.quantize_dynamic(model, spec, dtype=torch.qint8, inplace=True)
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, torch.ao.nn.quantized.dynamic.Linear):
+                setattr(module, name, Int8Linear(child))
     if isinstance(model, Transformer):
         model.output = float_output
     model.quantized = "int8"
