@@ -7,6 +7,7 @@ Rows (ratios are speed ratios, higher = attnkit faster; runs alternate, medians 
 * attnkit greedy and beam 5 float32 vs CTranslate2 float32 (target >= 0.8x CTranslate2's speed);
 * attnkit int8 (``--quantize int8``) vs attnkit float32, greedy (target >= 1.5x) and the BLEU
   change on the held-out sentences (target |delta| <= 0.5);
+* attnkit int8 vs float32 on sentences translated one per call (interactive use; no target);
 * CTranslate2 int8 vs float32 (for reference, no target);
 * the HTTP server: requests/s with 32 concurrent clients (dynamic batching) vs one request at a
   time (target >= 5x), the p50/p99 latency of both, and the server process's memory over a soak
@@ -57,6 +58,9 @@ class DeploySizes:
     sequential_requests: int
     soak_requests: int
 
+
+#: Sentences of the one-per-call row (interactive use).
+ALONE = 32
 
 DEPLOY_SIZES = {
     "full": DeploySizes(
@@ -199,10 +203,13 @@ def _engine_rows(
     # the same here (decode.early_stopping) so that both run one algorithm.
     fp32.config = replace(fp32.config, decode=replace(fp32.config.decode, early_stopping=True))
     int8 = Translator.load(run, device="cpu", quantize="int8")
+    alone = [[s] for s in sentences[:ALONE]]  # interactive use: one sentence per call
     runs: dict[str, Callable[[], Any]] = {
         "attnkit greedy": lambda: fp32.translate(sentences, beam_size=1),
         "attnkit int8 greedy": lambda: int8.translate(sentences, beam_size=1),
         "attnkit beam 5": lambda: fp32.translate(sentences, beam_size=5),
+        "attnkit greedy alone": lambda: [fp32.translate(one, beam_size=1) for one in alone],
+        "attnkit int8 greedy alone": lambda: [int8.translate(one, beam_size=1) for one in alone],
     }
     outputs.update({name: fn() for name, fn in runs.items()})  # warm-up, and the outputs
     times.update(alternate(runs, repeats=sizes.repeats, warmup=0))
@@ -240,7 +247,7 @@ def _engine_rows(
     bleu = {
         name: corpus_bleu([t.text for t in outputs[name]], refs).score
         for name in outputs
-        if "greedy" in name
+        if "greedy" in name and "alone" not in name
     }
     delta = bleu["attnkit int8 greedy"] - bleu["attnkit greedy"]
     rows.append(
@@ -255,6 +262,15 @@ def _engine_rows(
             note="ratio column = BLEU delta",
         )
     )
+    row = _speed_row(
+        f"greedy, {len(alone)} sentences one per call: attnkit int8 vs float32 (speed)",
+        times,
+        "attnkit int8 greedy alone",
+        "attnkit greedy alone",
+        target=None,
+    )
+    row.note = "small products run in float32 (models.quantize.Int8Linear)"
+    rows.append(row)
     if has_ct2:
         rows.append(
             _speed_row(
