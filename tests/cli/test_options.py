@@ -7,6 +7,7 @@ import argparse
 import pytest
 
 from attnkit.cli import build_parser
+from tests.pretrained.test_pretrained import needs_minilm, needs_tokenizers
 
 
 def _commands_with(option: str) -> dict[str, argparse.ArgumentParser]:
@@ -43,3 +44,41 @@ def test_a_bad_device_is_a_one_line_error_at_parse_time(command: str, capsys) ->
     assert exit_info.value.code == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert "invalid device 'gpu'; use auto, cpu, cuda or cuda:N" in last
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "--nproc", "0"], "argument --nproc: must be >= 1, got 0"),
+        (["translate", "--run", "r", "--n-best", "0", "x"], "argument --n-best: must be >= 1"),
+        (["generate", "--run", "r", "--top-p", "1.5"], "argument --top-p: must be in (0, 1]"),
+        (["generate", "--run", "r", "--temperature", "-1"], "argument --temperature: must be >="),
+        (["serve", "--run", "r", "--max-wait-ms", "-5"], "argument --max-wait-ms: must be >= 0"),
+        (["serve", "--run", "r", "--port", "70000"], "argument --port: must be a port in 1-65535"),
+        (["similar", "q", "--file", "f", "--top-k", "zero"], "expected a whole number >= 1"),
+        (["train", "--lr", "1e-3"], "attnkit train: error: unrecognized arguments: --lr 1e-3"),
+    ],
+)
+def test_bad_numbers_and_unknown_flags_are_one_line_errors_of_the_subcommand(
+    argv: list[str], message: str, capsys
+) -> None:
+    from attnkit.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "usage:" not in err  # one line, no usage block
+    assert message in err and f"(see attnkit {argv[0]} --help)" in err
+
+
+@needs_minilm
+@needs_tokenizers
+def test_os_errors_name_the_file_not_the_errno(tmp_path, capsys) -> None:
+    from attnkit.cli import main
+
+    a_file = tmp_path / "a-file.txt"
+    a_file.write_text("not a folder\n")
+    assert main(["embed", "hello", "--output", str(a_file / "out.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"attnkit embed: error: {a_file / 'out.json'}: Not a directory"

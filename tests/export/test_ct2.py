@@ -181,6 +181,16 @@ def test_translate_cli_with_the_ctranslate2_engine(dates_run, capsys) -> None:
     assert "--quantization int8" in capsys.readouterr().err
 
 
+def test_export_elsewhere_prints_a_command_that_works(dates_run, tmp_path, capsys) -> None:
+    run, sources, _ = dates_run
+    out = tmp_path / "ct2"
+    assert main(["export", "--run", str(run), "--format", "ctranslate2", "--out", str(out)]) == 0
+    advice = capsys.readouterr().out.splitlines()[-1]
+    assert advice == f"use it: attnkit translate --run {out} --engine ctranslate2 ..."
+    assert main(["translate", "--run", str(out), "--engine", "ctranslate2", sources[0]]) == 0
+    assert capsys.readouterr().out.strip()
+
+
 def test_export_of_a_missing_export_names_the_command(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="attnkit export --run RUN --format ctranslate2"):
         CTranslate2Translator.load(tmp_path)

@@ -31,7 +31,7 @@ import uvicorn  # noqa: E402
 from attnkit.config import DecodeConfig  # noqa: E402
 from attnkit.serve.app import Limits, create_app  # noqa: E402
 from attnkit.serve.backends import TranslateBackend  # noqa: E402
-from attnkit.serve.server import free_port, is_loopback  # noqa: E402
+from attnkit.serve.server import check_address, free_port, is_loopback  # noqa: E402
 from attnkit.translation.translator import Translation, Translator  # noqa: E402
 from tests.browser import chromium_page  # noqa: E402
 
@@ -77,6 +77,28 @@ def test_loopback_helpers() -> None:
     assert not is_loopback("0.0.0.0") and not is_loopback("example.org")
 
 
+def test_a_busy_port_or_an_unknown_host_fails_before_loading_with_one_line(
+    dates_run, capsys
+) -> None:
+    import socket
+
+    from attnkit.cli import main
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        with pytest.raises(ValueError, match=f"--port {port}: cannot listen on 127.0.0.1:{port}"):
+            check_address("127.0.0.1", port)
+        assert main(["serve", "--run", str(dates_run[0]), "--port", str(port)]) == 2
+        err = capsys.readouterr()
+        assert err.out == ""  # nothing claims to be serving
+        assert err.err.count("\n") == 1 and "choose another --port" in err.err
+    with pytest.raises(ValueError, match="--host no-such-host.invalid: "):
+        check_address("no-such-host.invalid", 8000)
+    check_address("127.0.0.1", free_port())  # a free port passes
+
+
 def test_responses_equal_translator(served: Served, translator: Translator, dates_run) -> None:
     sources = dates_run[1][:6]
     with httpx.Client(base_url=served.url, timeout=60) as client:
@@ -103,6 +125,11 @@ def test_responses_equal_translator(served: Served, translator: Translator, date
             {"id": "dates", "kind": "translation", "engine": "attnkit", "quantize": None}
         ]
         assert client.get("/health").json()["status"] == "ok"
+        for blank in ([""], "", ["", " "]):  # nothing to translate: empty translations
+            r = client.post("/v1/translate", json={"text": blank})
+            assert r.status_code == 200, r.text
+            texts = [t["text"] for t in r.json()["translations"]]
+            assert texts == [""] * (len(blank) if isinstance(blank, list) else 1)
         schema = client.get("/openapi.json").json()
         assert {"/v1/translate", "/v1/embed", "/v1/classify", "/v1/models", "/health"} <= set(
             schema["paths"]

@@ -66,6 +66,12 @@ def test_blank_lines_give_blank_lines_in_order(
     expected = [t.text for t in Translator.load(run).translate(lines, beam_size=1)]
     assert out == expected and len(out) == 5
     assert out[1] == "" and out[3] == "" and all(out[i] for i in (0, 2, 4))
+    # Only blank input: blank output, not an error.
+    assert main(["translate", "--run", str(run), "", "  "]) == 0
+    assert capsys.readouterr().out == "\n\n"
+    assert Translator.load(run).translate([""])[0].text == ""
+    assert main(["attention", "--run", str(run), " ", "--out", "x.png"]) == 2
+    assert "the sentence is empty" in capsys.readouterr().err
 
 
 def test_validation_bleu_is_cased_for_a_cased_run(run: Path) -> None:

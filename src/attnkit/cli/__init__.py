@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from attnkit.version import __version__
 
@@ -29,8 +30,15 @@ _TOPICS = (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: the message and where to look, not the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="attnkit",
         description="Attention and the Transformer: train, translate, evaluate, look inside.",
     )
@@ -47,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
                 continue  # that part of the CLI is not installed in this build
             raise
         module.register(sub)
+    parser.set_defaults(_subcommands=sub.choices)
     return parser
 
 
@@ -54,7 +63,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (0 success, 2 bad input or failure, 130 Ctrl-C)."""
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # reported by the subcommand's parser, whose options the user was typing
+        command = args._subcommands.get(args.command) if args.command else None
+        (command or parser).error(f"unrecognized arguments: {' '.join(extra)}")
     args.argv = argv  # the command line as given, for relaunching under torchrun
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -76,7 +88,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ValueError, OSError, RuntimeError) as err:
         if args.verbose:
             raise
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if isinstance(err, OSError) and err.filename is not None and err.strerror:
+            message = f"{err.filename}: {err.strerror}"  # not "[Errno 20] ...: PosixPath(...)"
+        else:
+            text = str(err).strip()
+            message = text.splitlines()[0] if text else type(err).__name__
         print(f"attnkit {args.command}: error: {message}", file=sys.stderr)
         return 2
 

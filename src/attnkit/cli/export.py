@@ -29,6 +29,8 @@ def register(sub: Any) -> None:
     p.add_argument("--format", required=True, choices=("ctranslate2", "onnx"))
     p.add_argument(
         "--quantization",
+        "--quantize",
+        dest="quantization",
         default="float32",
         choices=("float32", "int8", "int8_float32"),
         help="CTranslate2 weight type (default float32)",
@@ -48,7 +50,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
         out = export_ctranslate2(args.run, args.out, args.quantization, checkpoint=args.checkpoint)
         print(f"CTranslate2 model ({args.quantization}) written to {out}")
-        print(f"use it: attnkit translate --run {args.run} --engine ctranslate2 ...")
+        # The translator finds an export in RUN/export/ctranslate2 or in the folder itself.
+        where = args.run if args.out is None else out
+        print(f"use it: attnkit translate --run {where} --engine ctranslate2 ...")
         return 0
     if args.quantization != "float32":
         raise ValueError("--quantization applies to --format ctranslate2 only")

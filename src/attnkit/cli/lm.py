@@ -15,6 +15,9 @@ from attnkit.cli.options import (
     add_device_option,
     add_run_options,
     apply_threads,
+    nonnegative_float,
+    positive_int,
+    probability,
     progress_wanted,
     resume_overrides,
     run_flags,
@@ -54,8 +57,10 @@ def register(sub: Any) -> None:
     add_run_options(
         p, set_example="model.num_layers=6 --set data.tokenizer=bpe", budget_example="150s"
     )
-    p.add_argument("--batch-size", type=int, help="windows per optimizer step")
-    p.add_argument("--block-size", type=int, help="tokens per window (the model's context)")
+    p.add_argument("--batch-size", type=positive_int, help="windows per optimizer step")
+    p.add_argument(
+        "--block-size", type=positive_int, help="tokens per window (the model's context)"
+    )
     p.add_argument(
         "--eval-every",
         type=int,
@@ -78,13 +83,16 @@ def register(sub: Any) -> None:
     )
     p.add_argument("prompt", nargs="?", help="text to continue (default: stdin; '' = a new line)")
     p.add_argument("--run", required=True, help="run folder of a language model")
-    p.add_argument("--max-new-tokens", type=int, default=200)
-    p.add_argument("--temperature", type=float, default=1.0, help="0 = greedy")
-    p.add_argument("--top-k", type=int, help="sample among the K most probable tokens")
-    p.add_argument("--top-p", type=float, help="nucleus sampling probability in (0, 1]")
+    p.add_argument("--max-new-tokens", type=positive_int, default=200)
+    p.add_argument("--temperature", type=nonnegative_float, default=1.0, help="0 = greedy")
+    p.add_argument("--top-k", type=positive_int, help="sample among the K most probable tokens")
+    p.add_argument("--top-p", type=probability, help="nucleus sampling probability in (0, 1]")
     p.add_argument("--seed", type=int, help="seed of the sampling (same seed, same text)")
     p.add_argument(
-        "--num-samples", type=int, default=1, help="continuations to print (sample i uses seed + i)"
+        "--num-samples",
+        type=positive_int,
+        default=1,
+        help="continuations to print (sample i uses seed + i)",
     )
     p.add_argument(
         "--stop",

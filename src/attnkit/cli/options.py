@@ -9,6 +9,10 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 __all__ = [
+    "positive_int",
+    "nonnegative_float",
+    "probability",
+    "port_number",
     "add_checkpoint_option",
     "add_device_option",
     "add_threads_option",
@@ -30,6 +34,50 @@ def add_checkpoint_option(parser: Any) -> None:
         default="best",
         help="best, last, a name under RUN/checkpoints (e.g. averaged), or a folder",
     )
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: a whole number >= 1 (counts, sizes, beams)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def nonnegative_float(text: str) -> float:
+    """An argparse type: a number >= 0 (temperatures, waiting times)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+    if not value >= 0:  # also rejects nan
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def probability(text: str) -> float:
+    """An argparse type: a number in (0, 1] (nucleus sampling)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port, 1-65535."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port in 1-65535, got {value}")
+    return value
 
 
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
@@ -66,7 +114,7 @@ def add_threads_option(parser: Any) -> None:
     """``--threads N``: PyTorch's intra-op CPU threads for this command."""
     parser.add_argument(
         "--threads",
-        type=int,
+        type=positive_int,
         help="PyTorch CPU threads (default: one per core); on a machine whose cores are busy "
         "with other programs, 1 is often much faster (OpenMP threads wait for each other)",
     )
@@ -110,7 +158,7 @@ def add_run_options(parser: Any, *, set_example: str, budget_example: str = "20m
         metavar="SECTION.KEY=VALUE",
         help=f"override a setting, e.g. --set {set_example}",
     )
-    parser.add_argument("--epochs", type=int)
+    parser.add_argument("--epochs", type=positive_int)
     parser.add_argument(
         "--time-budget",
         type=parse_duration,
@@ -122,7 +170,10 @@ def add_run_options(parser: Any, *, set_example: str, budget_example: str = "20m
     parser.add_argument("--seed", type=int)
     parser.add_argument("--resume", action="store_true", help="continue the run in --run exactly")
     parser.add_argument(
-        "--nproc", type=int, default=1, help="launch N local processes with torchrun (DDP)"
+        "--nproc",
+        type=positive_int,
+        default=1,
+        help="launch N local processes with torchrun (DDP)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 

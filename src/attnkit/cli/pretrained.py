@@ -9,7 +9,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from attnkit.cli.options import add_device_option
+from attnkit.cli.options import (
+    add_device_option,
+    positive_int,
+)
 
 __all__ = ["register"]
 
@@ -38,7 +41,7 @@ def register(sub: Any) -> None:
         help="with --run: best, last, a name under RUN/checkpoints, or a folder",
     )
     p.add_argument("--file", help="one text per line")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=positive_int, default=32)
     add_device_option(p, "cpu")
     p.add_argument(
         "--format",
@@ -63,9 +66,9 @@ def register(sub: Any) -> None:
     p = sub.add_parser("similar", help="rank the lines of a file by similarity to a query")
     p.add_argument("query")
     p.add_argument("--file", required=True, help="one candidate per line")
-    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--top-k", type=positive_int, default=5)
     p.add_argument("--model", default="minilm")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=positive_int, default=32)
     add_device_option(p, "cpu")
     p.set_defaults(func=cmd_similar)
 

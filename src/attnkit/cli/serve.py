@@ -12,6 +12,9 @@ from attnkit.cli.options import (
     add_device_option,
     add_threads_option,
     apply_threads,
+    nonnegative_float,
+    port_number,
+    positive_int,
 )
 
 __all__ = ["register", "load_backend"]
@@ -37,7 +40,7 @@ def register(sub: Any) -> None:
         "folder from `attnkit export --format onnx --model ...`)",
     )
     p.add_argument("--host", default="127.0.0.1", help="interface (default: loopback only)")
-    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--port", type=port_number, default=8000, help="default 8000")
     p.add_argument(
         "--api-key",
         help="require this key (Authorization: Bearer KEY); default: env ATTNKIT_API_KEY",
@@ -53,14 +56,20 @@ def register(sub: Any) -> None:
     add_checkpoint_option(p)
     add_device_option(p, "cpu", note="the attnkit engine")
     add_threads_option(p)
-    p.add_argument("--max-chars", type=int, default=1000, help="characters per text (413)")
-    p.add_argument("--max-items", type=int, default=64, help="texts per request (413)")
-    p.add_argument("--max-queue", type=int, default=256, help="waiting requests (429)")
+    p.add_argument("--max-chars", type=positive_int, default=1000, help="characters per text (413)")
+    p.add_argument("--max-items", type=positive_int, default=64, help="texts per request (413)")
+    p.add_argument("--max-queue", type=positive_int, default=256, help="waiting requests (429)")
     p.add_argument(
-        "--max-wait-ms", type=float, default=5.0, help="how long a request waits to be batched"
+        "--max-wait-ms",
+        type=nonnegative_float,
+        default=5.0,
+        help="how long a request waits to be batched",
     )
     p.add_argument(
-        "--max-batch-tokens", type=int, default=4096, help="estimated source tokens per batch"
+        "--max-batch-tokens",
+        type=positive_int,
+        default=4096,
+        help="estimated source tokens per batch",
     )
     p.set_defaults(func=cmd_serve)
 
@@ -135,7 +144,7 @@ def load_backend(
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from attnkit.serve.server import run_server
+    from attnkit.serve.server import check_address, run_server
 
     try:
         from attnkit.serve.app import Limits, create_app
@@ -144,8 +153,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             f"attnkit serve needs fastapi and uvicorn ({err}); "
             "install them with `pip install 'attnkit[serve]'`"
         ) from None
-    if not 0 < args.port < 65536:
-        raise ValueError(f"--port must be in 1..65535, got {args.port}")
+    check_address(args.host, args.port)
     apply_threads(args)
     limits = Limits(
         max_chars=args.max_chars,

@@ -16,6 +16,7 @@ from attnkit.cli.options import (
     add_run_options,
     apply_threads,
     input_chunks,
+    positive_int,
     progress_wanted,
     resume_overrides,
     run_flags,
@@ -69,8 +70,10 @@ def register(sub: Any) -> None:
         help="numeric labels, one output, MSE (default: decided from the labels)",
     )
     add_run_options(p, set_example="finetune.layer_lr_decay=0.9", budget_example="15m")
-    p.add_argument("--batch-size", type=int, help="sentences per optimizer step (default 32)")
-    p.add_argument("--max-length", type=int, help="tokens per text, longer ones cut (64)")
+    p.add_argument(
+        "--batch-size", type=positive_int, help="sentences per optimizer step (default 32)"
+    )
+    p.add_argument("--max-length", type=positive_int, help="tokens per text, longer ones cut (64)")
     p.add_argument("--lr", type=float, help="peak learning rate (default 1e-4)")
     p.add_argument(
         "--eval-every",
@@ -91,7 +94,10 @@ def register(sub: Any) -> None:
     p.add_argument("--run", required=True, help="run folder of attnkit finetune")
     p.add_argument("--json", action="store_true", help="one JSON object per text")
     p.add_argument(
-        "--batch-size", type=int, default=32, help="texts per forward pass (default 32, as embed)"
+        "--batch-size",
+        type=positive_int,
+        default=32,
+        help="texts per forward pass (default 32, as embed)",
     )
     add_checkpoint_option(p)
     add_device_option(p)

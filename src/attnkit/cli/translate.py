@@ -14,6 +14,7 @@ from attnkit.cli.options import (
     add_run_options,
     apply_threads,
     input_chunks,
+    positive_int,
     progress_wanted,
     resume_overrides,
     run_flags,
@@ -37,14 +38,14 @@ def register(sub: Any) -> None:
     p.add_argument("--model", default="transformer", choices=("transformer", "bahdanau"))
     p.add_argument("--run", help="run folder (default: runs/<data>-<model>)")
     add_run_options(p, set_example="model.num_encoder_layers=2")
-    p.add_argument("--max-tokens", type=int, help="padded tokens per batch")
+    p.add_argument("--max-tokens", type=positive_int, help="padded tokens per batch")
     p.add_argument(
         "--eval-every",
         type=int,
         metavar="STEPS",
         help="also validate (and checkpoint) every STEPS updates, not only per epoch",
     )
-    p.add_argument("--samples", type=int, default=5, help="sample translations to print")
+    p.add_argument("--samples", type=positive_int, default=5, help="sample translations to print")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(
@@ -57,11 +58,14 @@ def register(sub: Any) -> None:
     p.add_argument("--run", required=True, help="run folder")
     which = p.add_mutually_exclusive_group()
     which.add_argument(
-        "--best", type=int, metavar="N", help="the N best checkpoints (default: all kept best ones)"
+        "--best",
+        type=positive_int,
+        metavar="N",
+        help="the N best checkpoints (default: all kept best ones)",
     )
     which.add_argument(
         "--last",
-        type=int,
+        type=positive_int,
         metavar="N",
         help="the N most recent kept checkpoints: last, then recent-* (kept "
         "with --set train.keep_last=K) and best-* by step",
@@ -80,8 +84,8 @@ def register(sub: Any) -> None:
     )
     p.add_argument("sentences", nargs="*", help="sentences (default: read lines from stdin)")
     p.add_argument("--run", required=True, help="run folder")
-    p.add_argument("--beam", type=int, help="beam size (1 = greedy; default from the run)")
-    p.add_argument("--n-best", type=int, default=1, help="print the N best translations")
+    p.add_argument("--beam", type=positive_int, help="beam size (1 = greedy; default from the run)")
+    p.add_argument("--n-best", type=positive_int, default=1, help="print the N best translations")
     add_checkpoint_option(p)
     add_device_option(p)
     p.add_argument(
@@ -115,7 +119,7 @@ def register(sub: Any) -> None:
         help="TSV of source<TAB>reference pairs (language models: a text file, a folder of "
         ".txt files, or tinyshakespeare; text classifiers: a labelled .tsv/.csv/.jsonl)",
     )
-    p.add_argument("--beam", type=int)
+    p.add_argument("--beam", type=positive_int)
     add_checkpoint_option(p)
     p.add_argument("--out", help="hypotheses file (default: RUN/hyps-<data name>.txt)")
     add_device_option(p)

@@ -12,6 +12,7 @@ from attnkit.cli.options import (
     add_device_option,
     add_run_options,
     apply_threads,
+    positive_int,
     progress_wanted,
     resume_overrides,
     run_flags,
@@ -31,7 +32,7 @@ def register(sub: Any) -> None:
     p.add_argument("--data", default="digits", help="digits (default), mnist, cifar10, or PATH")
     p.add_argument("--run", help="run folder (default: runs/<data>-vit)")
     add_run_options(p, set_example="model.num_layers=6 --set data.hflip=true", budget_example="5m")
-    p.add_argument("--batch-size", type=int, help="images per optimizer step")
+    p.add_argument("--batch-size", type=positive_int, help="images per optimizer step")
     p.set_defaults(func=cmd_train_vit)
 
     p = sub.add_parser(
@@ -44,7 +45,9 @@ def register(sub: Any) -> None:
     )
     p.add_argument("images", nargs="+", help="PNG/JPG files")
     p.add_argument("--run", required=True, help="run folder")
-    p.add_argument("--top-k", type=int, default=1, help="print the K most probable classes")
+    p.add_argument(
+        "--top-k", type=positive_int, default=1, help="print the K most probable classes"
+    )
     p.add_argument(
         "--convert",
         action="store_true",

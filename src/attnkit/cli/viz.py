@@ -9,7 +9,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from attnkit.cli.options import add_checkpoint_option, add_device_option
+from attnkit.cli.options import (
+    add_checkpoint_option,
+    add_device_option,
+    positive_int,
+)
 
 __all__ = ["register", "demo_run_config", "DEMO_SENTENCE"]
 
@@ -80,7 +84,7 @@ def register(sub: Any) -> None:
         help="output .png/.svg/.pdf; with --kind all (and a "
         "model with several kinds) one file per kind: NAME-encoder.png, ...",
     )
-    p.add_argument("--beam", type=int, help="beam size (1 = greedy; default from the run)")
+    p.add_argument("--beam", type=positive_int, help="beam size (1 = greedy; default from the run)")
     p.add_argument(
         "--kind",
         default="all",
@@ -130,8 +134,8 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--run", required=True, help="run folder")
     p.add_argument("--out", required=True, help="output .html file")
-    p.add_argument("--samples", type=int, default=4, help="validation sentences to show")
-    p.add_argument("--beam", type=int, help="beam size (default from the run)")
+    p.add_argument("--samples", type=positive_int, default=4, help="validation sentences to show")
+    p.add_argument("--beam", type=positive_int, help="beam size (default from the run)")
     add_checkpoint_option(p)
     add_device_option(p)
     p.set_defaults(func=cmd_report)
@@ -153,6 +157,8 @@ def cmd_attention(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix.lower() not in (".png", ".svg", ".pdf"):
         raise ValueError(f"--out must end in .png, .svg or .pdf, got {str(out)!r}")
+    if not args.sentence.strip():
+        raise ValueError("the sentence is empty: give one to draw its attention")
     if args.model:
         return _pretrained_attention(args, out)
     if run_kind(args.run) == "lm":

@@ -4,6 +4,7 @@ answered, then the process exits with status 0)."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import ipaddress
 import logging
 import signal
@@ -11,7 +12,7 @@ import socket
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["is_loopback", "free_port", "run_server"]
+__all__ = ["is_loopback", "free_port", "check_address", "run_server"]
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,32 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def check_address(host: str, port: int) -> None:
+    """Fail early, with one line naming ``--host``/``--port``, when the server could not listen
+    there (an unknown host name, or a port another program holds): checked by binding a socket
+    as uvicorn will (``SO_REUSEADDR``), before the model is loaded."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as err:
+        raise ValueError(
+            f"--host {host}: {err.strerror}; use an address of this machine (e.g. 127.0.0.1)"
+        ) from None
+    with socket.socket(family, kind, proto) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError as err:
+            if err.errno == errno.EADDRNOTAVAIL:  # not an address of this machine
+                raise ValueError(
+                    f"--host {host}: cannot listen there ({err.strerror}); use an address of "
+                    "this machine (e.g. 127.0.0.1)"
+                ) from None
+            raise ValueError(
+                f"--port {port}: cannot listen on {host}:{port} ({err.strerror}); choose another "
+                "--port or stop the program that uses it"
+            ) from None
 
 
 def free_port(host: str = "127.0.0.1") -> int:

@@ -186,6 +186,8 @@ def decode_corpus(
         raise ValueError(
             f"shard must be (rank, world_size) with 0 <= rank < world_size, got {shard}"
         )
+    if not sources:
+        return []
     device = device or next(model.parameters()).device
     lengths = [len(s) + 1 for s in sources]
     sampler = TokenBucketSampler(lengths, max(max_tokens, max(lengths, default=1)), shuffle=False)
