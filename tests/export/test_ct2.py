@@ -179,6 +179,8 @@ def test_translate_cli_with_the_ctranslate2_engine(dates_run, capsys) -> None:
         CTranslate2Translator.load(run).translate([sources[0]], need_weights=True)
     assert main([*args, "--quantize", "int8", sources[0]]) == 2
     assert "--quantization int8" in capsys.readouterr().err
+    assert main([*args, "--checkpoint", "last", sources[0]]) == 2  # not silently ignored
+    assert "--checkpoint is for --engine attnkit" in capsys.readouterr().err
 
 
 def test_export_elsewhere_prints_a_command_that_works(dates_run, tmp_path, capsys) -> None:

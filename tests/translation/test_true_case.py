@@ -55,7 +55,7 @@ def test_paragraphs_are_split_translated_as_one_batch_and_joined(run: Path) -> N
 
 
 def test_blank_lines_give_blank_lines_in_order(
-    run: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    run: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     import io
 
@@ -66,6 +66,11 @@ def test_blank_lines_give_blank_lines_in_order(
     expected = [t.text for t in Translator.load(run).translate(lines, beam_size=1)]
     assert out == expected and len(out) == 5
     assert out[1] == "" and out[3] == "" and all(out[i] for i in (0, 2, 4))
+    # The same lines from --file.
+    listed = tmp_path / "in.txt"
+    listed.write_text("".join(x + "\n" for x in lines), encoding="utf-8")
+    assert main(["translate", "--run", str(run), "--beam", "1", "--file", str(listed)]) == 0
+    assert capsys.readouterr().out.splitlines() == expected
     # Only blank input: blank output, not an error.
     assert main(["translate", "--run", str(run), "", "  "]) == 0
     assert capsys.readouterr().out == "\n\n"

@@ -6,6 +6,7 @@ import argparse
 import re
 import sys
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 __all__ = [
@@ -23,6 +24,7 @@ __all__ = [
     "resume_overrides",
     "progress_wanted",
     "input_chunks",
+    "text_chunks",
     "input_lines",
 ]
 
@@ -279,3 +281,23 @@ def input_chunks(
             chunk = []
     if chunk:
         yield chunk
+
+
+def text_chunks(texts: Sequence[str], file: str | None) -> Iterator[list[str]]:
+    """The texts of a command that reads arguments, ``--file`` or stdin, in that order of
+    precedence, in chunks read as they come (blank lines kept: output line N is input line N).
+
+    Raises:
+        ValueError: ``--file`` is missing; nothing given and stdin is a terminal.
+    """
+    if texts:
+        yield list(texts)
+    elif file:
+        if not Path(file).is_file():
+            raise ValueError(f"--file {file}: no such file")
+        with open(file, "rb") as stream:
+            yield from input_chunks([], stream=stream, name=f"--file {file}")
+    else:
+        if sys.stdin is None or sys.stdin.isatty():
+            raise ValueError("no texts given: pass them as arguments, --file, or lines on stdin")
+        yield from input_chunks([])

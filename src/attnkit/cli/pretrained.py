@@ -12,6 +12,7 @@ from typing import Any
 from attnkit.cli.options import (
     add_device_option,
     positive_int,
+    text_chunks,
 )
 
 __all__ = ["register"]
@@ -89,19 +90,7 @@ def _read_lines(path: str) -> list[str]:
 def _text_chunks(args: argparse.Namespace) -> Iterator[list[str]]:
     """The texts (arguments, lines of --file, or lines of stdin, blank ones included) in chunks,
     read as they come."""
-    from attnkit.cli.options import input_chunks
-
-    if args.texts:
-        yield list(args.texts)
-    elif args.file:
-        if not Path(args.file).is_file():
-            raise ValueError(f"--file {args.file}: no such file")
-        with open(args.file, "rb") as stream:
-            yield from input_chunks([], stream=stream, name=f"--file {args.file}")
-    else:
-        if sys.stdin is None or sys.stdin.isatty():
-            raise ValueError("no texts given: pass them as arguments, --file, or lines on stdin")
-        yield from input_chunks([])
+    return text_chunks(args.texts, args.file)
 
 
 def _embed_keeping_blanks(encode: Callable[[list[str]], Any], texts: list[str]) -> Any:

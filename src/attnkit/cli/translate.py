@@ -13,11 +13,11 @@ from attnkit.cli.options import (
     add_device_option,
     add_run_options,
     apply_threads,
-    input_chunks,
     positive_int,
     progress_wanted,
     resume_overrides,
     run_flags,
+    text_chunks,
 )
 
 __all__ = ["register", "resolve_run_config"]
@@ -82,10 +82,19 @@ def register(sub: Any) -> None:
         help="translate sentences with a trained run",
         description="Translate sentences given as arguments or lines on stdin.",
     )
-    p.add_argument("sentences", nargs="*", help="sentences (default: read lines from stdin)")
+    p.add_argument(
+        "sentences", nargs="*", help="sentences (default: the lines of --file, or of stdin)"
+    )
+    p.add_argument("--file", help="one text per line; output line N translates input line N")
     p.add_argument("--run", required=True, help="run folder")
     p.add_argument("--beam", type=positive_int, help="beam size (1 = greedy; default from the run)")
-    p.add_argument("--n-best", type=positive_int, default=1, help="print the N best translations")
+    p.add_argument(
+        "--n-best",
+        type=positive_int,
+        default=1,
+        help="print the N best translations, 'score<TAB>text' per line and a blank line after "
+        "each sentence's (beam search runs with at least N beams)",
+    )
     add_checkpoint_option(p)
     add_device_option(p)
     p.add_argument(
@@ -196,6 +205,11 @@ def cmd_translate(args: argparse.Namespace) -> int:
     from attnkit.translation.translator import Translator
 
     if args.engine == "ctranslate2":
+        if args.checkpoint != "best":
+            raise ValueError(
+                "--checkpoint is for --engine attnkit; a CTranslate2 export holds one checkpoint "
+                "(choose it when exporting: attnkit export --checkpoint NAME)"
+            )
         if args.quantize:
             raise ValueError(
                 "--quantize is for --engine attnkit; for CTranslate2 export with "
@@ -211,7 +225,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
     beam = args.beam
     if args.n_best > 1:
         beam = max(beam or translator.config.decode.beam_size, args.n_best)
-    for chunk in input_chunks(args.sentences):  # stdin is read and answered chunk by chunk
+    for chunk in text_chunks(args.sentences, args.file):  # read and answered chunk by chunk
         results = translator.translate(chunk, beam_size=beam, n_best=args.n_best)
         for r in results:
             if args.n_best > 1 and r.alternatives:
