@@ -68,3 +68,20 @@ def test_rows_logged_after_the_checkpoint_are_dropped_on_resume(tmp_path: Path) 
     assert read_json_lines(log) == [rows[0], rows[1], rows[3]]
     before = log.stat().st_mtime_ns
     assert rewrite_json_lines(log, lambda row: True) == 0 and log.stat().st_mtime_ns == before
+
+
+def test_scratch_dir_is_removed_when_the_process_exits(tmp_path) -> None:
+    import subprocess
+    import sys
+
+    script = (
+        "from attnkit.files import scratch_dir\n"
+        "d = scratch_dir('attnkit-test-')\n"
+        "(d / 'run').mkdir(); (d / 'run' / 'x.pt').write_bytes(b'0' * 100)\n"
+        "print(d)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert out and "attnkit-test-" in out
+    assert not Path(out).exists()

@@ -1,4 +1,5 @@
-"""Small file helpers every layer may use: crash-safe JSON writes, JSON-lines appends and reads.
+"""Small file helpers every layer may use: crash-safe JSON writes, JSON-lines appends and reads,
+and scratch folders removed at exit.
 
 A JSON-lines log (``metrics.jsonl``) is appended one whole line at a time, flushed to disk
 (:func:`append_json_line`); a process killed in the middle of an append can leave at most one
@@ -9,11 +10,13 @@ or :func:`rewrite_json_lines` removes. A full disk (``ENOSPC``) is reported by
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import errno
 import json
 import logging
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +30,7 @@ __all__ = [
     "read_json_lines",
     "rewrite_json_lines",
     "is_disk_full",
+    "scratch_dir",
 ]
 
 log = logging.getLogger(__name__)
@@ -210,3 +214,11 @@ def rewrite_json_lines(path: str | Path, keep: Callable[[Any], bool]) -> int:
             raise
         fsync_path(path.parent)
     return dropped
+
+
+def scratch_dir(prefix: str = "attnkit-") -> Path:
+    """A new temporary folder, removed with everything in it when the process exits (runs that
+    tutorials and examples train only to show them)."""
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, path, ignore_errors=True)
+    return path

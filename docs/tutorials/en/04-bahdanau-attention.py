@@ -26,12 +26,11 @@
 # %%
 # %matplotlib inline
 import os
-import tempfile
-from pathlib import Path
 
 import torch
 
 from attnkit.data.dates import generate_dates
+from attnkit.files import scratch_dir
 from attnkit.training.runs import resolve_config
 from attnkit.translation import train_translator
 from attnkit.translation.config import preset_for, run_config_from_dict
@@ -87,7 +86,7 @@ for source, target in generate_dates(8, seed=1):
 # and a larger learning rate, which takes about 15-40 seconds on two CPU cores.
 
 # %%
-run_dir = Path(tempfile.mkdtemp()) / "dates-bahdanau"
+run_dir = scratch_dir("attnkit-tutorial-04-") / "dates-bahdanau"
 QUICK = ["data.num_examples=4000", "train.epochs=6", "train.lr=5e-3", "train.max_tokens=1024"]
 overrides = [] if FULL else QUICK
 config = resolve_config(preset_for("dates", "bahdanau"), overrides=overrides)

@@ -31,12 +31,12 @@
 # %%
 # %matplotlib inline
 import os
-import tempfile
 from pathlib import Path
 
 import torch
 
 from attnkit.evaluation.metrics import corpus_bleu, corpus_chrf, course_bleu
+from attnkit.files import scratch_dir
 from attnkit.training.runs import resolve_config
 from attnkit.translation import train_translator
 from attnkit.translation.config import preset_for, run_config_from_dict
@@ -98,7 +98,7 @@ def find_fra_eng():
     return next((Path(c) for c in candidates if c and Path(c).is_file()), None)
 
 
-work = Path(tempfile.mkdtemp())
+work = scratch_dir("attnkit-tutorial-07-")
 fra_eng = find_fra_eng()
 if fra_eng is None:
     print("no English-French file found: training on the bundled dates corpus")

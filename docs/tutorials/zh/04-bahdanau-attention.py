@@ -22,12 +22,11 @@
 # %%
 # %matplotlib inline
 import os
-import tempfile
-from pathlib import Path
 
 import torch
 
 from attnkit.data.dates import generate_dates
+from attnkit.files import scratch_dir
 from attnkit.training.runs import resolve_config
 from attnkit.translation import train_translator
 from attnkit.translation.config import preset_for, run_config_from_dict
@@ -67,7 +66,7 @@ for source, target in generate_dates(8, seed=1):
 # attnkit 用同一种运行目录和同一个训练循环训练所有模型。`dates` 和 `bahdanau` 的预设就是命令 `attnkit train --model bahdanau --data dates`（20,000 个样本，8 轮）；这里缩小到 4,000 个样本、6 轮，批量更小、学习率更大，在两核 CPU 上大约需要 15-40 秒。
 
 # %%
-run_dir = Path(tempfile.mkdtemp()) / "dates-bahdanau"
+run_dir = scratch_dir("attnkit-tutorial-04-") / "dates-bahdanau"
 QUICK = ["data.num_examples=4000", "train.epochs=6", "train.lr=5e-3", "train.max_tokens=1024"]
 overrides = [] if FULL else QUICK
 config = resolve_config(preset_for("dates", "bahdanau"), overrides=overrides)

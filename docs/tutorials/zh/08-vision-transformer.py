@@ -22,13 +22,12 @@
 # %%
 # %matplotlib inline
 import os
-import tempfile
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
 
 from attnkit.data.images import load_digits_dataset, to_float
+from attnkit.files import scratch_dir
 from attnkit.layers.patches import PatchEmbedding
 from attnkit.layers.positional import sincos_2d_table
 from attnkit.training.runs import resolve_config
@@ -126,7 +125,7 @@ show_heatmaps(
 # %%
 overrides = [] if FULL else ["train.epochs=25"]
 config = vision_config_from_dict(resolve_config(vision_preset("digits"), overrides=overrides))
-run_dir = Path(tempfile.mkdtemp()) / "digits-vit"
+run_dir = scratch_dir("attnkit-tutorial-08-") / "digits-vit"
 result, classifier = train_classifier(config, run_dir)
 print(f"{result.steps} steps in {result.seconds:.0f} s; validation: {result.last_metrics}")
 data = load_image_data(config.data)

@@ -28,7 +28,6 @@
 # %%
 # %matplotlib inline
 import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -36,13 +35,14 @@ import torch
 
 from attnkit.cli import main
 from attnkit.decoding import generate_tokens
+from attnkit.files import scratch_dir
 from attnkit.lm import Generator
 from attnkit.textclass import TextClassifier
 from attnkit.viz.heatmaps import show_heatmaps
 
 torch.manual_seed(0)
 FULL = os.environ.get("ATTNKIT_TUTORIAL_FULL", "") not in ("", "0")
-WORK = Path(tempfile.mkdtemp(prefix="attnkit-tutorial-09-"))
+WORK = scratch_dir("attnkit-tutorial-09-")
 SHARED = Path("../shared/data")
 for up in (Path.cwd(), *Path.cwd().parents):  # the data folder beside the repository, if any
     if (up / "shared" / "data").is_dir():
