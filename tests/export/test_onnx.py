@@ -106,7 +106,12 @@ def test_vit_classifier_matches_pytorch(digits_run: Path, tmp_path: Path, capsys
 
 def test_onnx_refuses_translation_runs_and_missing_exports(dates_run, tmp_path: Path) -> None:
     run, _, _ = dates_run
-    with pytest.raises(ConfigError, match="--format ctranslate2"):
+    with pytest.raises(ConfigError, match="is a translation run; .*export it with --format ct"):
         export_onnx(run)
+    lm = tmp_path / "lm-run"  # another kind: named in words, no translation advice
+    (lm / "checkpoints").mkdir(parents=True)
+    (lm / "config.json").write_text(json.dumps({"config": {"task": "lm"}}))
+    with pytest.raises(ConfigError, match=r"is a language-model run; .*pretrained encoders\)$"):
+        export_onnx(lm)
     with pytest.raises(ConfigError, match="attnkit export --format onnx"):
         OnnxClassifier.load(tmp_path)

@@ -105,7 +105,7 @@ def load_backend(
             raise ValueError("--engine ctranslate2 serves translation runs; use --run")
         return EmbedBackend(encoder, name=name, engine=engine, quantize=quantize)
     assert run is not None
-    from attnkit.training.runfolder import read_run_config, run_kind
+    from attnkit.training.runfolder import describe_kind, read_run_config, run_kind
 
     read_run_config(run)  # a clear error for a folder that is not a run
     kind, name = run_kind(run), Path(run).name
@@ -138,8 +138,8 @@ def load_backend(
             raise ValueError("--engine ctranslate2 serves translation runs only")
         return ClassifyBackend(classifier, name=name, engine=engine)
     raise ValueError(
-        f"{run} is a {kind} run; attnkit serve serves translation and classification runs "
-        "(and encoders with --model)"
+        f"{run} is {describe_kind(kind)}; attnkit serve serves translation runs and "
+        "image-classification (ViT) runs, and sentence encoders with --model"
     )
 
 

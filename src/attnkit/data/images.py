@@ -148,6 +148,8 @@ def _open_image(path: str | Path) -> PILImage:
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
+    if not Path(path).is_file():
+        raise DataError(f"{path}: no such file")
     try:
         with Image.open(path) as img:
             img.load()

@@ -35,7 +35,7 @@ from attnkit.layers.positional import LearnedPositionalEmbedding, SinusoidalPosi
 from attnkit.models import build_seq2seq
 from attnkit.models.transformer import Transformer
 from attnkit.training.checkpoint import load_checkpoint
-from attnkit.training.runfolder import find_checkpoint, read_run_config
+from attnkit.training.runfolder import describe_kind, find_checkpoint, read_run_config
 from attnkit.translation.config import RunConfig, load_run_config, run_config_from_dict
 from attnkit.translation.task import load_tokenizers
 from attnkit.translation.translator import Translator
@@ -236,8 +236,8 @@ def export_ctranslate2(
     raw = read_run_config(run_dir)
     if raw.get("task", "translation") != "translation":
         raise ConfigError(
-            f"{run_dir} is a {raw['task']} run; --format ctranslate2 exports translation runs "
-            "(use --format onnx for encoder models)"
+            f"{run_dir} is {describe_kind(raw['task'])}; --format ctranslate2 exports "
+            "translation runs (--format onnx exports ViT runs and pretrained encoders)"
         )
     check_exportable(raw.get("model_type", "transformer"), raw.get("model"))
     cfg = load_run_config(run_dir)

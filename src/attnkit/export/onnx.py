@@ -31,7 +31,7 @@ from attnkit.config import ConfigError, from_dict
 from attnkit.pretrained.bert import resolve_model_path
 from attnkit.pretrained.embeddings import SentenceEncoder
 from attnkit.pretrained.tokenizer import PretrainedTokenizer
-from attnkit.training.runfolder import read_run_config, run_kind
+from attnkit.training.runfolder import describe_kind, read_run_config, run_kind
 from attnkit.version import __version__
 from attnkit.vision.classifier import Classifier
 from attnkit.vision.config import VisionRunConfig
@@ -294,9 +294,10 @@ def export_onnx(
         kind = run_kind(path)
         if kind == "classification":
             return export_classifier(path, out_dir, checkpoint=checkpoint)
+        advice = "; export it with --format ctranslate2" if kind == "translation" else ""
         raise ConfigError(
-            f"{path} is a {kind} run; --format onnx exports encoder models (ViT runs, "
-            "pretrained encoders): export translation runs with --format ctranslate2"
+            f"{path} is {describe_kind(kind)}; --format onnx exports encoder models (ViT runs, "
+            f"pretrained encoders){advice}"
         )
     out = Path(out_dir) if out_dir is not None else Path(f"{path.name}-onnx")
     return export_sentence_encoder(source, out)

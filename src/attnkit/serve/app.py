@@ -111,7 +111,8 @@ def _texts(value: Any, limits: Limits, what: str = "text") -> tuple[str, ...]:
         if len(t) > limits.max_chars:
             raise RequestError(
                 413,
-                f"{what} {i} has {len(t)} characters, more than the limit of {limits.max_chars}; "
+                f"{what} {i + 1} has {len(t)} characters, more than the limit of "
+                f"{limits.max_chars}; "
                 "split it",
             )
     return tuple(texts)
@@ -171,6 +172,10 @@ def create_app(
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, err: Any) -> Any:
         first = err.errors()[0] if err.errors() else {"loc": (), "msg": "invalid request"}
+        if first.get("type") == "json_invalid":  # loc is ("body", character position)
+            at = first.get("loc", ("body", "?"))[-1]
+            why = (first.get("ctx") or {}).get("error", "not JSON")
+            return error(422, f"the body is not valid JSON: {why} (character {at})")
         where = ".".join(str(x) for x in first.get("loc", ()) if x != "body") or "body"
         return error(422, f"{where}: {first.get('msg', 'invalid')}")
 
@@ -245,11 +250,11 @@ def create_app(
             raise RequestError(422, "'image' is empty; send a base64 string or a list")
         if len(raw) > limits.max_items:
             raise RequestError(413, f"{len(raw)} images, more than the limit of {limits.max_items}")
-        images = tuple(decode_image(x, i) for i, x in enumerate(raw))
+        images = tuple(decode_image(x, i) for i, x in enumerate(raw, 1))
         for i, image in enumerate(images):
             if len(image) > limits.max_image_bytes:
                 raise RequestError(
-                    413, f"image {i} has {len(image)} bytes (limit {limits.max_image_bytes})"
+                    413, f"image {i + 1} has {len(image)} bytes (limit {limits.max_image_bytes})"
                 )
         payload = (images, body.top_k)
         return {"model": b.name, "predictions": await batcher.submit(payload, b.cost(payload))}

@@ -184,7 +184,8 @@ class EmbedBackend(Backend):
 
 
 def decode_image(data: str, index: int) -> bytes:
-    """The bytes of a base64 image (a ``data:image/...;base64,`` prefix is allowed)."""
+    """The bytes of a base64 image (a ``data:image/...;base64,`` prefix is allowed); ``index``
+    is its 1-based place in the request, for the error message."""
     if data.startswith("data:"):
         data = data.partition(",")[2]
     try:

@@ -30,6 +30,8 @@ from attnkit.version import __version__
 from attnkit.viz.curves import plot_curves
 
 __all__ = [
+    "RUN_KINDS",
+    "describe_kind",
     "RUN_FORMAT",
     "RESUMABLE_TRAIN_FIELDS",
     "write_json_atomic",
@@ -106,6 +108,20 @@ def run_kind(run_dir: str | Path) -> str:
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return "translation"
     return task if isinstance(task, str) else "translation"
+
+
+#: How messages name a run of each kind ("runs/x is a language-model run").
+RUN_KINDS = {
+    "translation": "a translation run",
+    "classification": "an image-classification (ViT) run",
+    "lm": "a language-model run",
+    "textclass": "a text-classification run",
+}
+
+
+def describe_kind(kind: str) -> str:
+    """``"lm"`` -> ``"a language-model run"`` (unknown kinds: ``"a <kind> run"``)."""
+    return RUN_KINDS.get(kind, f"a {kind} run")
 
 
 def start_or_resume(run_dir: str | Path, resume: bool) -> Path | None:

@@ -30,7 +30,7 @@ from attnkit.config import (
     to_dict,
 )
 from attnkit.models.size import check_model_size
-from attnkit.training.runfolder import read_run_config
+from attnkit.training.runfolder import describe_kind, read_run_config
 
 __all__ = [
     "DataConfig",
@@ -261,7 +261,7 @@ def load_run_config(run_dir: str | Path) -> RunConfig:
     raw = read_run_config(run_dir)
     if raw.get("task", "translation") != "translation":
         raise ConfigError(
-            f"{run_dir} is a {raw['task']} run, not a translation run; train one "
+            f"{run_dir} is {describe_kind(raw['task'])}, not a translation run; train one "
             "with `attnkit train --run DIR`"
         )
     path = Path(run_dir) / "config.json"
