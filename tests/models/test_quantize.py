@@ -66,6 +66,7 @@ def test_int8_linear_uses_int8_at_any_size_for_a_large_matrix(monkeypatch) -> No
     with torch.no_grad():
         wide(torch.randn(1, 256))
     assert wide.always_int8 and calls == [1]
+    assert wide.weight is None  # no float32 copy where the float32 path never runs
 
 
 @pytest.mark.parametrize("tie", ["none", "decoder", "all"])

@@ -92,7 +92,7 @@ def register(sub: Any) -> None:
         "--n-best",
         type=positive_int,
         default=1,
-        help="print the N best translations, 'score<TAB>text' per line and a blank line after "
+        help="print up to N best translations, 'score<TAB>text' per line and a blank line after "
         "each sentence's (beam search runs with at least N beams)",
     )
     add_checkpoint_option(p)

@@ -13,8 +13,9 @@ dynamic int8 kernel costs ~50 us a call whatever its size (it builds oneDNN's pr
 descriptor and quantizes the activations each time), so below ~8M multiply-adds (e.g. fewer
 than ~40 rows of a 256 -> 768 layer, a decoding step of a few sentences) a float32 product is
 faster; without this, translating 1-16 sentences was 0.67-0.80x as fast as float32
-(benchmarks/PROFILE.md). The price is memory: each layer keeps a float32 copy of its rounded
-weights next to the packed int8 ones. Two attnkit details are handled so that the quantized
+(benchmarks/PROFILE.md). The price is memory: a layer under :data:`LARGE_MATRIX` weights keeps
+a float32 copy of its rounded weights next to the packed int8 ones (larger ones always run in
+int8 and keep no copy). Two attnkit details are handled so that the quantized
 model keeps the seq2seq interface and the training-loss path:
 
 * a packed attention projection (``MultiHeadAttention.in_proj``, (3D, D)) is also sliced, by the
@@ -79,10 +80,12 @@ class Int8Linear(nn.Module):
         super().__init__()
         self.quantized = quantized
         weight, bias = quantized._weight_bias()  # (out, in) quantized per channel, (out,) float
-        self.register_buffer("weight", weight.dequantize(), persistent=False)  # (out, in)
-        self.register_buffer("bias", None if bias is None else bias.detach().clone(), False)
         self.in_features, self.out_features = weight.shape[1], weight.shape[0]
         self.always_int8 = self.in_features * self.out_features >= LARGE_MATRIX
+        # The float32 copy only where the float32 path can run: a large matrix keeps int8 only.
+        copy = None if self.always_int8 else weight.dequantize()  # (out, in)
+        self.register_buffer("weight", copy, persistent=False)
+        self.register_buffer("bias", None if bias is None else bias.detach().clone(), False)
 
     def forward(self, x: Tensor) -> Tensor:
         rows = x.numel() // self.in_features
