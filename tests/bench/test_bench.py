@@ -132,7 +132,7 @@ def test_cli_bench_attention_quick(capsys: pytest.CaptureFixture[str]) -> None:
 
 def test_cli_bench_bad_arguments(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "attention", "--threads", "0"]) == 2
-    assert "--threads must be >= 1" in capsys.readouterr().err
+    assert "argument --threads: must be >= 1, got 0" in capsys.readouterr().err
     if not torch.cuda.is_available():
         assert main(["bench", "attention", "--sizes", "tiny", "--device", "cuda"]) == 2
         assert "no CUDA device" in capsys.readouterr().err

@@ -113,7 +113,7 @@ def test_predict_batch_size_does_not_change_the_outputs(classifier_run, sentimen
     batched = classifier.probabilities(texts)
     assert torch.allclose(alone, batched, atol=1e-5)
     assert main(["predict", "--run", str(run), "--batch-size", "0", "x"]) == 2
-    assert "--batch-size must be >= 1, got 0" in capsys.readouterr().err
+    assert "argument --batch-size: must be >= 1, got 0" in capsys.readouterr().err
 
 
 def test_attention_and_embed_use_the_fine_tuned_encoder(classifier_run, tmp_path, capsys):

@@ -318,7 +318,7 @@ def test_unknown_checkpoint_name_is_one_line_error(
 
 def test_threads_flag_is_checked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train", "--run", str(tmp_path / "r"), "--threads", "0"]) == 2
-    assert "--threads must be >= 1" in capsys.readouterr().err
+    assert "argument --threads: must be >= 1, got 0" in capsys.readouterr().err
 
 
 def test_ctrl_c_saves_a_checkpoint_and_resume_continues(tmp_path: Path) -> None:

@@ -63,10 +63,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit status (0 success, 2 bad input or failure, 130 Ctrl-C)."""
     parser = build_parser()
     argv = list(sys.argv[1:] if argv is None else argv)
-    args, extra = parser.parse_known_args(argv)
-    if extra:  # reported by the subcommand's parser, whose options the user was typing
-        command = args._subcommands.get(args.command) if args.command else None
-        (command or parser).error(f"unrecognized arguments: {' '.join(extra)}")
+    try:
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # reported by the subcommand's parser, whose options the user was typing
+            command = args._subcommands.get(args.command) if args.command else None
+            (command or parser).error(f"unrecognized arguments: {' '.join(extra)}")
+    except SystemExit as stop:  # a parse error (2, message printed) or --help/--version (0)
+        return stop.code if isinstance(stop.code, int) else 2
     args.argv = argv  # the command line as given, for relaunching under torchrun
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

@@ -11,6 +11,7 @@ from typing import Any
 
 __all__ = [
     "positive_int",
+    "nonnegative_int",
     "nonnegative_float",
     "probability",
     "port_number",
@@ -46,6 +47,17 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    """An argparse type: a whole number >= 0 (how many samples to print, 0 for none)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
     return value
 
 

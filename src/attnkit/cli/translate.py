@@ -13,6 +13,7 @@ from attnkit.cli.options import (
     add_device_option,
     add_run_options,
     apply_threads,
+    nonnegative_int,
     positive_int,
     progress_wanted,
     resume_overrides,
@@ -45,7 +46,9 @@ def register(sub: Any) -> None:
         metavar="STEPS",
         help="also validate (and checkpoint) every STEPS updates, not only per epoch",
     )
-    p.add_argument("--samples", type=positive_int, default=5, help="sample translations to print")
+    p.add_argument(
+        "--samples", type=nonnegative_int, default=5, help="sample translations to print"
+    )
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser(

@@ -12,6 +12,7 @@ from typing import Any
 from attnkit.cli.options import (
     add_checkpoint_option,
     add_device_option,
+    nonnegative_int,
     positive_int,
 )
 
@@ -134,7 +135,9 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--run", required=True, help="run folder")
     p.add_argument("--out", required=True, help="output .html file")
-    p.add_argument("--samples", type=positive_int, default=4, help="validation sentences to show")
+    p.add_argument(
+        "--samples", type=nonnegative_int, default=4, help="validation sentences to show"
+    )
     p.add_argument("--beam", type=positive_int, help="beam size (default from the run)")
     add_checkpoint_option(p)
     add_device_option(p)
