@@ -26,7 +26,6 @@ import json
 import resource
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -37,6 +36,7 @@ from attnkit.bench.machine import describe_machine
 from attnkit.bench.nanogpt import nanogpt_val_loss, run_nanogpt, training_rate, val_windows
 from attnkit.config import DecoderLMConfig
 from attnkit.decoding import generate_tokens
+from attnkit.files import scratch_dir
 from attnkit.hardware import has_amx_bf16
 from attnkit.models.decoder_lm import DecoderLM
 
@@ -153,7 +153,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print("#", json.dumps(describe_machine("cpu")))
-    work = Path(tempfile.mkdtemp(prefix="attnkit-lm-bench-"))
+    work = scratch_dir("attnkit-lm-bench-")
     text = Path(args.text)
     raw = text.read_text(encoding="utf-8")
     val_text = raw[int(len(raw) * 0.9) :]

@@ -30,6 +30,7 @@ import json
 import os
 import re
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -167,7 +168,10 @@ def execute(tutorial: Tutorial, library: str) -> float:
         resources={"metadata": {"path": str(ROOT)}},
     )
     start = time.perf_counter()
-    client.execute()
+    # The kernel's temporary files (the runs a tutorial trains to show) go to a folder removed
+    # afterwards: a kernel shut down by nbclient does not always run its atexit handlers.
+    with tempfile.TemporaryDirectory(prefix="attnkit-docs-") as scratch:
+        client.execute(env={**os.environ, "TMPDIR": scratch})
     seconds = time.perf_counter() - start
     tutorial.cached.parent.mkdir(parents=True, exist_ok=True)
     nbformat.write(nb, tutorial.cached)
