@@ -14,8 +14,9 @@ import argparse
 import json
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
+
+from attnkit.files import scratch_dir
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2"
 
@@ -36,7 +37,7 @@ def main() -> None:
     parser.add_argument("--finetune", default="3m")
     parser.add_argument("--threads", default="2")
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="attnkit-two-stage-"))
+    work = scratch_dir("attnkit-two-stage-")
     rows = (args.data / "train.tsv").read_text(encoding="utf-8").splitlines()
     header = rows[0].split("\t")
     column = header.index("sentence")
