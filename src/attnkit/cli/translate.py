@@ -83,7 +83,7 @@ def register(sub: Any) -> None:
     p = sub.add_parser(
         "translate",
         help="translate sentences with a trained run",
-        description="Translate sentences given as arguments or lines on stdin.",
+        description="Translate sentences given as arguments, lines of --file, or lines on stdin.",
     )
     p.add_argument(
         "sentences", nargs="*", help="sentences (default: the lines of --file, or of stdin)"
