@@ -69,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             command = args._subcommands.get(args.command) if args.command else None
             (command or parser).error(f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as stop:  # a parse error (2, message printed) or --help/--version (0)
-        return stop.code if isinstance(stop.code, int) else 2
+        return 0 if stop.code is None else stop.code if isinstance(stop.code, int) else 2
     args.argv = argv  # the command line as given, for relaunching under torchrun
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
