@@ -80,3 +80,12 @@ def test_os_errors_name_the_file_not_the_errno(tmp_path, capsys) -> None:
     assert main(["embed", "hello", "--output", str(a_file / "out.json")]) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"attnkit embed: error: {a_file / 'out.json'}: Not a directory"
+
+
+def test_help_and_version_return_status_zero(capsys) -> None:
+    from attnkit.cli import main
+
+    assert main(["--version"]) == 0
+    assert main(["translate", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("attnkit ") and "--file FILE" in out
