@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,59 +39,33 @@ def add_checkpoint_option(parser: Any) -> None:
     )
 
 
-def positive_int(text: str) -> int:
-    """An argparse type: a whole number >= 1 (counts, sizes, beams)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+def _number(
+    convert: Callable[[str], Any], ok: Callable[[Any], bool], kind: str, wanted: str
+) -> Callable[[str], Any]:
+    """An argparse type: ``convert`` the text and check it with ``ok`` (one-line errors)."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {kind}, got {text!r}") from None
+        if not ok(value):  # (a float comparison also rejects nan)
+            raise argparse.ArgumentTypeError(f"must be {wanted}, got {text}")
+        return value
+
+    return parse
 
 
-def nonnegative_int(text: str) -> int:
-    """An argparse type: a whole number >= 0 (how many samples to print, 0 for none)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def nonnegative_float(text: str) -> float:
-    """An argparse type: a number >= 0 (temperatures, waiting times)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not value >= 0:  # also rejects nan
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
-    return value
-
-
-def probability(text: str) -> float:
-    """An argparse type: a number in (0, 1] (nucleus sampling)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text!r}") from None
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
-    return value
-
-
-def port_number(text: str) -> int:
-    """An argparse type: a TCP port, 1-65535."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be a port in 1-65535, got {value}")
-    return value
+#: A whole number >= 1 (counts, sizes, beams).
+positive_int = _number(int, lambda v: v >= 1, "a whole number >= 1", ">= 1")
+#: A whole number >= 0 (how many samples to print, 0 for none).
+nonnegative_int = _number(int, lambda v: v >= 0, "a whole number >= 0", ">= 0")
+#: A number >= 0 (temperatures, waiting times).
+nonnegative_float = _number(float, lambda v: v >= 0, "a number >= 0", ">= 0")
+#: A number in (0, 1] (nucleus sampling).
+probability = _number(float, lambda v: 0 < v <= 1, "a number in (0, 1]", "in (0, 1]")
+#: A TCP port, 1-65535.
+port_number = _number(int, lambda v: 1 <= v <= 65535, "a port number", "a port in 1-65535")
 
 
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
