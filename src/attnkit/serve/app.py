@@ -107,12 +107,11 @@ def _texts(value: Any, limits: Limits, what: str = "text") -> tuple[str, ...]:
         raise RequestError(
             413, f"{len(texts)} {what}s in one request, more than the limit of {limits.max_items}"
         )
-    for i, t in enumerate(texts):
+    for i, t in enumerate(texts, 1):  # numbered from 1 in messages
         if len(t) > limits.max_chars:
             raise RequestError(
                 413,
-                f"{what} {i + 1} has {len(t)} characters, more than the limit of "
-                f"{limits.max_chars}; "
+                f"{what} {i} has {len(t)} characters, more than the limit of {limits.max_chars}; "
                 "split it",
             )
     return tuple(texts)
@@ -251,10 +250,10 @@ def create_app(
         if len(raw) > limits.max_items:
             raise RequestError(413, f"{len(raw)} images, more than the limit of {limits.max_items}")
         images = tuple(decode_image(x, i) for i, x in enumerate(raw, 1))
-        for i, image in enumerate(images):
+        for i, image in enumerate(images, 1):
             if len(image) > limits.max_image_bytes:
                 raise RequestError(
-                    413, f"image {i + 1} has {len(image)} bytes (limit {limits.max_image_bytes})"
+                    413, f"image {i} has {len(image)} bytes (limit {limits.max_image_bytes})"
                 )
         payload = (images, body.top_k)
         return {"model": b.name, "predictions": await batcher.submit(payload, b.cost(payload))}
