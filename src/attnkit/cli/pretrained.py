@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -87,12 +87,6 @@ def _read_lines(path: str) -> list[str]:
     return [line for line in lines if line.strip()]
 
 
-def _text_chunks(args: argparse.Namespace) -> Iterator[list[str]]:
-    """The texts (arguments, lines of --file, or lines of stdin, blank ones included) in chunks,
-    read as they come."""
-    return text_chunks(args.texts, args.file)
-
-
 def _embed_keeping_blanks(encode: Callable[[list[str]], Any], texts: list[str]) -> Any:
     """(N, D) embeddings of ``texts``; a blank text gets a row of zeros (nothing is embedded)."""
     import numpy as np
@@ -114,7 +108,7 @@ def _embed_stream(args: argparse.Namespace, encode: Callable[[list[str]], Any]) 
     """``--format jsonl``: embed and write chunk by chunk (memory stays bounded)."""
     out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
     try:
-        for chunk in _text_chunks(args):
+        for chunk in text_chunks(args.texts, args.file):
             rows = _rows(chunk, _embed_keeping_blanks(encode, chunk))
             for text, row in zip(chunk, rows, strict=True):
                 out.write(json.dumps({"text": text, "embedding": row}, ensure_ascii=False) + "\n")
@@ -164,7 +158,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
     if fmt == "jsonl":
         return _embed_stream(args, encode)
-    texts = [t for chunk in _text_chunks(args) for t in chunk]
+    texts = [t for chunk in text_chunks(args.texts, args.file) for t in chunk]
     vectors = _embed_keeping_blanks(encode, texts)
     if fmt == "npy":
         np.save(args.output, vectors)
