@@ -57,6 +57,13 @@ def test_a_bad_device_is_a_one_line_error_at_parse_time(command: str, capsys) ->
         (["serve", "--run", "r", "--port", "70000"], "argument --port: must be a port in 1-65535"),
         (["similar", "q", "--file", "f", "--top-k", "zero"], "expected a whole number >= 1"),
         (["train", "--lr", "1e-3"], "attnkit train: error: unrecognized arguments: --lr 1e-3"),
+        (
+            ["train", "--time-budget", "-10s"],
+            "expected one argument (got '-10s': a value that starts with '-' is written "
+            "--time-budget=-10s)",
+        ),
+        (["train", "--time-budget=-10s"], "argument --time-budget: invalid duration '-10s'"),
+        (["train", "--time-budget"], "argument --time-budget: expected one argument (see"),
     ],
 )
 def test_bad_numbers_and_unknown_flags_are_one_line_errors_of_the_subcommand(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import re
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -30,10 +31,31 @@ _TOPICS = (
 )
 
 
+_MISSING_VALUE = re.compile(r"argument (\S+): expected one argument$")
+
+
+def _dash_value_hint(message: str, given: Sequence[str]) -> str:
+    """For "--flag: expected one argument" when the next word starts with '-' (``--time-budget
+    -10s``: argparse reads it as an option), how to pass it; else ""."""
+    found = _MISSING_VALUE.match(message)
+    if found is None:
+        return ""
+    flags = found.group(1).split("/")
+    for flag, value in zip(given, given[1:]):
+        if flag in flags and value.startswith("-"):
+            return f" (got {value!r}: a value that starts with '-' is written {flag}={value})"
+    return ""
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors: the message and where to look, not the usage block."""
 
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[no-untyped-def, override]
+        self._given = list(sys.argv[1:] if args is None else args)  # for error()'s hints
+        return super().parse_known_args(args, namespace)
+
     def error(self, message: str) -> NoReturn:
+        message += _dash_value_hint(message, getattr(self, "_given", ()))
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
