@@ -13,6 +13,7 @@ from attnkit.config import (
     apply_overrides,
     from_dict,
     merge_config_file,
+    section,
 )
 
 
@@ -86,6 +87,57 @@ def test_merge_config_file_toml_and_json(tmp_path: Path) -> None:
         merge_config_file({}, bad)
     with pytest.raises(ConfigError, match="not found"):
         merge_config_file({}, tmp_path / "missing.toml")
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("list.json", "[1, 2]", "list.json: expected sections such as"),
+        ("value.json", '{"model": [1, 2]}', "value.json: 'model' must be a table of settings"),
+        ("value.toml", "model = 3\n", "value.toml: 'model' must be a table of settings"),
+        ("table.toml", "[model_type]\na = 1\n", "table.toml: 'model_type' is a setting, not a"),
+        ("latin1.toml", "x = 'caf\xe9'\n", "latin1.toml: not UTF-8 text"),
+    ],
+)
+def test_config_files_of_the_wrong_shape_are_one_line_errors(
+    tmp_path: Path, name: str, text: str, message: str
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(text.encode("latin-1"))
+    base = {"model_type": "transformer", "model": {"d_model": 8}, "train": {"lr": 1.0}}
+    with pytest.raises(ConfigError, match="^" + str(tmp_path)) as err:
+        merge_config_file(base, path)
+    assert message in str(err.value) and len(str(err.value).splitlines()) == 1
+
+
+def test_a_section_is_a_table_whatever_its_source() -> None:
+    with pytest.raises(ConfigError, match="'model' is a section; set one of its keys"):
+        apply_overrides({"model": {"d_model": 8}}, ["model=3"])
+    assert section({"model": {"d_model": 8}}, "model") == {"d_model": 8}
+    assert section({}, "train") == {}
+    with pytest.raises(ConfigError, match="section 'train' must be a table.*got int 3"):
+        section({"train": 3}, "train")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "--data", "dates", "--set", "model=3"],
+        ["train-lm", "--data", "x.txt", "--set", "train=[1]"],
+        ["train-vit", "--set", "data=null"],
+        ["train", "--data", "dates", "--set", "model_type=bahdanau"],
+    ],
+)
+def test_sections_given_as_values_on_the_command_line_are_refused(
+    argv: list[str], tmp_path: Path, capsys
+) -> None:
+    from attnkit.cli import main
+
+    assert main([*argv, "--run", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert "section" in err or "--model" in err, err
+    assert not (tmp_path / "run" / "config.json").exists()
 
 
 def test_cli_reads_config_file(tmp_path: Path) -> None:

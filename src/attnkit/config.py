@@ -32,6 +32,7 @@ __all__ = [
     "EncoderConfig",
     "DecoderLMConfig",
     "from_dict",
+    "section",
     "to_dict",
     "apply_overrides",
     "load_config_file",
@@ -289,6 +290,21 @@ def _type_name(hint: Any) -> str:
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
+def section(data: dict[str, Any], name: str) -> dict[str, Any]:
+    """``data[name]`` (``{}`` when absent) as a table; a one-line ConfigError when it is a value.
+
+    The config readers of every task take their sections through this, so that ``model = 3``
+    in a config file (or ``--set model=3``) is an error naming the section, not a traceback.
+    """
+    value = data.get(name, {})
+    if not isinstance(value, dict):
+        raise ConfigError(
+            f"config section {name!r} must be a table of settings ([{name}] in TOML, "
+            f'"{name}": {{...}} in JSON), got {type(value).__name__} {value!r}'
+        )
+    return value
+
+
 def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
     """Build a config dataclass from a dict; unknown keys and wrong nesting are errors."""
     if not isinstance(data, dict):
@@ -364,6 +380,11 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {item!r}: {part!r} is not a section")
+        if isinstance(node.get(parts[-1]), dict):
+            raise ConfigError(
+                f"--set {item!r}: {path.strip()!r} is a section; set one of its keys, "
+                f"e.g. {path.strip()}.KEY=VALUE"
+            )
         node[parts[-1]] = _parse_value(value.strip())
     return result
 
@@ -373,14 +394,21 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
+    if path.suffix not in (".toml", ".json"):
+        raise ConfigError(f"{path}: config files must be .toml or .json")
     try:
-        if path.suffix == ".toml":
-            return tomllib.loads(path.read_text(encoding="utf-8"))
-        if path.suffix == ".json":
-            return json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
+        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as err:
         raise ConfigError(f"{path}: cannot parse: {err}") from None
-    raise ConfigError(f"{path}: config files must be .toml or .json")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f'{path}: expected sections such as {{"model": {{...}}, "train": {{...}}}}, '
+            f"got a {type(data).__name__}"
+        )
+    return data
 
 
 @dataclass(frozen=True)
@@ -496,12 +524,24 @@ class ViTConfig:
 
 
 def merge_config_file(base: dict[str, Any], path: str | Path) -> dict[str, Any]:
-    """Merge a config file's sections into ``base`` (in place; tables update, values replace)."""
-    for section, values in load_config_file(path).items():
+    """Merge a config file's sections into ``base`` (in place; tables update, values replace).
+
+    A table where ``base`` has a value, or a value where it has a table, is an error naming the
+    file and the section.
+    """
+    for name, values in load_config_file(path).items():
+        current = base.get(name)
+        if isinstance(values, dict) and current is not None and not isinstance(current, dict):
+            raise ConfigError(f"{path}: {name!r} is a setting, not a table; write {name} = VALUE")
+        if not isinstance(values, dict) and isinstance(current, dict):
+            raise ConfigError(
+                f"{path}: {name!r} must be a table of settings ([{name}] in TOML, "
+                f'"{name}": {{...}} in JSON), got {type(values).__name__} {values!r}'
+            )
         if isinstance(values, dict):
-            base.setdefault(section, {}).update(values)
+            base.setdefault(name, {}).update(values)
         else:
-            base[section] = values
+            base[name] = values
     return base
 
 

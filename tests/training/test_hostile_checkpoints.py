@@ -211,6 +211,14 @@ CONFIGS = {
 }
 
 
+@pytest.mark.parametrize("text", ["[]", '"config"', "3"])
+def test_a_config_json_that_is_not_an_object(run: Path, text: str, capsys) -> None:
+    (run / "config.json").write_text(text)
+    for argv in (["translate", "--run", str(run), "x"], ["generate", "--run", str(run), "x"]):
+        err = one_line_error(argv, capsys)
+        assert "config.json: expected a JSON object" in err and "retrain" in err, err
+
+
 @pytest.mark.parametrize("edit", CONFIGS)
 def test_hostile_config_json(run: Path, edit: str, monkeypatch, capsys) -> None:
     edit_config(run, CONFIGS[edit])

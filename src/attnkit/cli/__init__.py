@@ -41,7 +41,7 @@ def _dash_value_hint(message: str, given: Sequence[str]) -> str:
     if found is None:
         return ""
     flags = found.group(1).split("/")
-    for flag, value in zip(given, given[1:]):
+    for flag, value in zip(given, given[1:], strict=False):
         if flag in flags and value.startswith("-"):
             return f" (got {value!r}: a value that starts with '-' is written {flag}={value})"
     return ""

@@ -140,6 +140,7 @@ def register(sub: Any) -> None:
 
 def resolve_run_config(args: argparse.Namespace) -> Any:
     """Preset for (data, model) <- config file <- --set overrides <- explicit flags."""
+    from attnkit.config import ConfigError
     from attnkit.training.runs import resolve_config
     from attnkit.translation.config import preset_for, run_config_from_dict
 
@@ -153,6 +154,12 @@ def resolve_run_config(args: argparse.Namespace) -> Any:
         overrides=args.set,
         flags=run_flags(args, eval_every="train.eval_every", max_tokens="train.max_tokens"),
     )
+    given = merged.get("model_type", args.model)
+    if given != args.model:  # the preset above was chosen by --model
+        raise ConfigError(
+            f"model_type {given!r} in --config/--set: choose the model with --model "
+            "(transformer or bahdanau) instead"
+        )
     merged["model_type"] = args.model
     return run_config_from_dict(merged)
 

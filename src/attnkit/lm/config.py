@@ -31,6 +31,7 @@ from attnkit.config import (
     from_dict,
     require,
     require_choice,
+    section,
     to_dict,
 )
 from attnkit.training.runfolder import read_run_config
@@ -216,8 +217,8 @@ def lm_config_from_dict(data: dict[str, Any], derived: bool = False) -> LMRunCon
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"unknown config section(s) {unknown}; known: model, data, train")
-    text = from_dict(TextDataConfig, data.get("data", {}), "data")
-    model = dict(data.get("model", {}))
+    text = from_dict(TextDataConfig, section(data, "data"), "data")
+    model = dict(section(data, "model"))
     if not derived:
         given = sorted(set(model) & set(DERIVED_MODEL_FIELDS))
         if given:
@@ -230,7 +231,7 @@ def lm_config_from_dict(data: dict[str, Any], derived: bool = False) -> LMRunCon
     return LMRunConfig(
         model=from_dict(DecoderLMConfig, model, "model"),
         data=text,
-        train=from_dict(TrainConfig, data.get("train", {}), "train"),
+        train=from_dict(TrainConfig, section(data, "train"), "train"),
     )
 
 

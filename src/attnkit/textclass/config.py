@@ -39,6 +39,7 @@ from attnkit.config import (
     require,
     require_choice,
     require_probability,
+    section,
     to_dict,
 )
 from attnkit.training.runfolder import read_run_config
@@ -313,9 +314,9 @@ def textclass_config_from_dict(data: dict[str, Any], derived: bool = False) -> T
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"unknown config section(s) {unknown}; known: {', '.join(_SECTIONS)}")
-    backbone = dict(data.get("backbone", {}))
-    head = dict(data.get("model", {}))
-    train = dict(data.get("train", {}))
+    backbone = dict(section(data, "backbone"))
+    head = dict(section(data, "model"))
+    train = dict(section(data, "train"))
     if not derived:
         given = sorted({"kind", "config"} & set(backbone))
         if given:
@@ -325,7 +326,7 @@ def textclass_config_from_dict(data: dict[str, Any], derived: bool = False) -> T
             )
         if "num_labels" in head:
             raise ConfigError("model.num_labels is set by the data's labels; remove it")
-        if not data.get("data", {}).get("source"):
+        if not section(data, "data").get("source"):
             raise ConfigError("data.source is empty; pass the training file with --data FILE")
         budget = train.get("time_budget") is not None
         train.setdefault("epochs", EPOCHS_WITH_BUDGET if budget else EPOCHS)
@@ -335,8 +336,8 @@ def textclass_config_from_dict(data: dict[str, Any], derived: bool = False) -> T
     cfg = TextClassRunConfig(
         backbone=from_dict(Backbone, backbone, "backbone"),
         model=from_dict(HeadConfig, head, "model"),
-        data=from_dict(TextClassDataConfig, data.get("data", {}), "data"),
-        finetune=from_dict(FinetuneConfig, data.get("finetune", {}), "finetune"),
+        data=from_dict(TextClassDataConfig, section(data, "data"), "data"),
+        finetune=from_dict(FinetuneConfig, section(data, "finetune"), "finetune"),
         train=from_dict(TrainConfig, train, "train"),
     )
     if cfg.model.problem != "auto":

@@ -87,6 +87,11 @@ def read_run_config(run_dir: str | Path, train_command: str = "attnkit train") -
         raw = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise ConfigError(f"{path}: unreadable ({err})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(
+            f"{path}: expected a JSON object with 'run_format' and 'config', got "
+            f"{type(raw).__name__}; retrain the run or restore its config.json"
+        )
     if raw.get("run_format") != RUN_FORMAT:
         raise ConfigError(
             f"{path}: run format {raw.get('run_format')!r} (attnkit "

@@ -35,7 +35,13 @@ from typing import Any, Generic, Protocol, TypeVar
 import torch
 from torch import nn
 
-from attnkit.config import ConfigError, TrainConfig, apply_overrides, merge_config_file
+from attnkit.config import (
+    ConfigError,
+    TrainConfig,
+    apply_overrides,
+    merge_config_file,
+    section,
+)
 from attnkit.files import is_disk_full
 from attnkit.training import distributed as dist
 from attnkit.training.checkpoint import read_meta
@@ -235,6 +241,7 @@ def resolve_config(
     for path, value in (flags or {}).items():
         if value is None:
             continue
-        section, key = path.split(".")
-        merged.setdefault(section, {})[key] = value
+        name, key = path.split(".")
+        merged.setdefault(name, {})
+        section(merged, name)[key] = value  # the table itself (`model = 3` is refused)
     return merged

@@ -27,6 +27,7 @@ from attnkit.config import (
     require_choice,
     require_positive,
     require_probability,
+    section,
     to_dict,
 )
 from attnkit.models.size import check_model_size
@@ -240,15 +241,15 @@ def run_config_from_dict(data: dict[str, Any], derived: bool = False) -> RunConf
             f"unknown config section(s) {unknown}; known: model_type, model, data, train, decode"
         )
     model_type = data.get("model_type", "transformer")
-    model = dict(data.get("model", {}))
+    model = dict(section(data, "model"))
     model_config_class(model_type)
     _check_model_section(model_type, model, derived)
     return RunConfig(
         model_type=model_type,
         model=model,
-        data=from_dict(DataConfig, data.get("data", {}), "data"),
-        train=from_dict(TrainConfig, data.get("train", {}), "train"),
-        decode=from_dict(DecodeConfig, data.get("decode", {}), "decode"),
+        data=from_dict(DataConfig, section(data, "data"), "data"),
+        train=from_dict(TrainConfig, section(data, "train"), "train"),
+        decode=from_dict(DecodeConfig, section(data, "decode"), "decode"),
     )
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from attnkit.config import ConfigError, TrainConfig, ViTConfig, from_dict, to_dict
+from attnkit.config import ConfigError, TrainConfig, ViTConfig, from_dict, section, to_dict
 from attnkit.models.size import check_model_size
 from attnkit.training.runfolder import read_run_config
 
@@ -180,7 +180,7 @@ def vision_config_from_dict(data: dict[str, Any]) -> VisionRunConfig:
     unknown = sorted(set(data) - {"model", "data", "train"})
     if unknown:
         raise ConfigError(f"unknown config section(s) {unknown}; known: model, data, train")
-    given = sorted(set(data.get("model", {})) & set(DERIVED_MODEL_FIELDS))
+    given = sorted(set(section(data, "model")) & set(DERIVED_MODEL_FIELDS))
     if given:
         raise ConfigError(
             f"model.{given[0]} is set by the data; remove it (for an image folder "
