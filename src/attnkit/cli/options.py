@@ -269,18 +269,30 @@ def input_chunks(
         yield chunk
 
 
+def check_input_file(path: str | Path, flag: str) -> None:
+    """A one-line ValueError naming ``flag`` when ``path`` is missing or is a folder."""
+    if Path(path).is_dir():
+        raise ValueError(f"{flag} {path}: is a folder; give a text file (one text per line)")
+    if not Path(path).is_file():
+        raise ValueError(f"{flag} {path}: no such file")
+
+
 def text_chunks(texts: Sequence[str], file: str | None) -> Iterator[list[str]]:
     """The texts of a command that reads arguments, ``--file`` or stdin, in that order of
     precedence, in chunks read as they come (blank lines kept: output line N is input line N).
 
     Raises:
-        ValueError: ``--file`` is missing; nothing given and stdin is a terminal.
+        ValueError: texts and ``--file`` both given; ``--file`` is missing or a folder; nothing
+            given and stdin is a terminal.
     """
+    if texts and file:
+        raise ValueError(
+            f"texts given both as arguments ({len(texts)}) and with --file {file}; use one"
+        )
     if texts:
         yield list(texts)
     elif file:
-        if not Path(file).is_file():
-            raise ValueError(f"--file {file}: no such file")
+        check_input_file(file, "--file")
         with open(file, "rb") as stream:
             yield from input_chunks([], stream=stream, name=f"--file {file}")
     else:

