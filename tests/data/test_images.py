@@ -18,9 +18,10 @@ import torch
 from PIL import Image
 
 from attnkit.data.download import download_file, file_digest
-from attnkit.data.errors import DataError
+from attnkit.data.errors import DataError, advise
 from attnkit.data.image_datasets import load_cifar10, load_mnist, read_idx
 from attnkit.data.images import (
+    ChannelCountError,
     ImageSet,
     augment_batch,
     image_batches,
@@ -263,6 +264,28 @@ def test_image_folder_wrong_channels_and_unreadable_files_name_the_file(tmp_path
     (tmp_path / "a" / "broken.png").write_bytes(b"\x89PNG not really")
     with pytest.raises(ValueError, match=r"broken\.png: cannot read the image"):
         load_image_folder(tmp_path, 8, channels=1)
+
+
+def test_channel_count_advice_is_the_library_argument_unless_a_caller_replaces_it(tmp_path):
+    (tmp_path / "a").mkdir()
+    save(tmp_path / "a" / "grey.png", "L")
+    with pytest.raises(
+        ChannelCountError, match=r"3 expected; convert the file or pass convert=True$"
+    ):
+        load_image_folder(tmp_path, 8, channels=3)
+    with pytest.raises(ChannelCountError) as caught:
+        with advise(ChannelCountError, "pass --convert"):
+            load_image_folder(tmp_path, 8, channels=3)
+    assert str(caught.value).endswith(
+        "grey.png: image has 1 channel(s) (mode L) but 3 expected; pass --convert"
+    )
+    assert isinstance(caught.value, DataError) and caught.value.__cause__ is None
+    copy = pickle.loads(pickle.dumps(caught.value))  # e.g. from a data-loading worker
+    assert type(copy) is ChannelCountError and str(copy) == str(caught.value)
+    with pytest.raises(DataError, match="cannot read the image"):  # other errors pass through
+        with advise(ChannelCountError, "pass --convert"):
+            (tmp_path / "a" / "grey.png").write_bytes(b"not an image")
+            load_image_folder(tmp_path, 8, channels=3)
 
 
 def test_image_folder_layout_errors(tmp_path):

@@ -113,5 +113,28 @@ def test_onnx_refuses_translation_runs_and_missing_exports(dates_run, tmp_path: 
     (lm / "config.json").write_text(json.dumps({"config": {"task": "lm"}}))
     with pytest.raises(ConfigError, match=r"is a language-model run; .*pretrained encoders\)$"):
         export_onnx(lm)
-    with pytest.raises(ConfigError, match="attnkit export --format onnx"):
+    with pytest.raises(ConfigError, match="attnkit export --run RUN --format onnx"):
         OnnxClassifier.load(tmp_path)
+
+
+def test_a_missing_export_names_the_export_command_that_makes_it(tmp_path: Path, capsys) -> None:
+    run = tmp_path / "vit-run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"config": {"task": "classification"}}))
+    with pytest.raises(
+        ConfigError, match=r"make one with `attnkit export --run \S*vit-run --format onnx`$"
+    ):
+        OnnxClassifier.load(run)
+    # embed with no --model: minilm, to be exported into a folder that --model then names
+    assert main(["embed", "--engine", "onnxruntime", "a text"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "attnkit embed: error: minilm: no ONNX export found (model.onnx and attnkit.json); make "
+        "one with `attnkit export --format onnx --model minilm --out DIR` and pass --model DIR"
+    )
+    checkpoint = tmp_path / "bert"  # a checkpoint folder given instead of its export
+    checkpoint.mkdir()
+    (checkpoint / "config.json").write_text("{}")
+    with pytest.raises(
+        ConfigError, match=rf"--model {checkpoint} --out DIR` and pass --model DIR$"
+    ):
+        OnnxSentenceEncoder.load(checkpoint)

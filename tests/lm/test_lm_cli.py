@@ -146,6 +146,24 @@ def test_unknown_characters_in_the_prompt(
     assert len(err.splitlines()) == 1 and "'Z'" in err and "'\u00e9'" in err, err
 
 
+def test_prompt_on_stdin_is_utf8_bytes(
+    lm_run: tuple[Path, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Piped bytes are read as translate reads them: not UTF-8 is a one-line error naming the
+    stdin line; otherwise the prompt is the text, line ends (CRLF too) and the last one kept."""
+    run, _ = lm_run
+    argv = ["generate", "--run", str(run), "--temperature", "0", "--max-new-tokens", "20"]
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"Shall I\r\nna\xefve\n")))
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("attnkit generate: error: stdin line 2: bytes that are not UTF-8"), err
+    assert len(err.splitlines()) == 1
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"Shall I\r\ncompare\n")))
+    assert main(argv) == 0
+    expected = Generator.load(run, device="cpu").complete("Shall I\ncompare\n", 20, temperature=0)
+    assert capsys.readouterr().out == expected + "\n"
+
+
 def test_evaluate_a_text_file(
     lm_run: tuple[Path, Any], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -173,6 +191,13 @@ def test_attention_and_report_of_an_lm_run(
     assert len(weights) == 2 and weights[0].shape == (2, 15, 15)
     assert torch.equal(weights[0].triu(1), torch.zeros(2, 15, 15))  # causal: no future keys
     torch.testing.assert_close(weights[1].sum(-1), torch.ones(2, 15))
+    assert main(["attention", "--run", str(run), "x", "--kind", "cross", "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "attnkit attention: error: --kind cross: a language-model run has only causal "
+        "self-attention; use --kind self or all"
+    )
+    assert main(["attention", "--run", str(run), "Shall", "--kind", "self", "--out", str(out)]) == 0
+    assert "(causal self-attention)" in capsys.readouterr().out
     report = tmp_path / "report.html"
     assert main(["report", "--run", str(run), "Shall I", "--out", str(report)]) == 0
     html = report.read_text()

@@ -40,6 +40,9 @@ def test_finetune_learns_the_task_and_writes_a_run_folder(classifier_run, sentim
     run, out = classifier_run
     assert "train: " in out and "neg: " in out and "pos: " in out  # class counts printed
     best_line = next(line for line in out.splitlines() if line.startswith("best checkpoint"))
+    best_path = Path(best_line.split(": ")[1].split(" (by validation")[0])  # where it is
+    assert best_path.parent == run / "checkpoints" and best_path.name.startswith("best-")
+    assert (best_path / "meta.json").is_file()
     accuracy = float(best_line.split("accuracy=")[1].split("%")[0]) / 100
     assert accuracy >= 0.85, out
     for name in ("config.json", "metrics.jsonl", "curves.png", "checkpoints/last", "tokenizer"):
@@ -76,6 +79,21 @@ def test_evaluate_reports_accuracy_macro_f1_and_confusion_like_sklearn(
     assert scores["macro_f1"] == pytest.approx(metrics.f1_score(truth, predicted, average="macro"))
     assert scores["confusion"] == metrics.confusion_matrix(truth, predicted).tolist()
     assert scores["n"] == len(rows)
+
+
+def test_evaluate_on_a_file_without_header_gives_advice_evaluate_can_follow(
+    classifier_run, tmp_path, capsys
+) -> None:
+    run, _ = classifier_run
+    headless = tmp_path / "headless.tsv"
+    headless.write_text("a good film\tpos\na bad plot\tneg\n")
+    assert main(["evaluate", "--run", str(run), "--data", str(headless)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"attnkit evaluate: error: {headless}: line 1: no label column 'label'; the columns are "
+        "['a good film', 'pos']; the first line must be a header that names the columns, as in "
+        "the run's training file"
+    )  # not "--label-column", a flag of finetune that evaluate does not have
 
 
 def test_predict_prints_labels_and_probabilities_in_order(classifier_run, capsys, monkeypatch):
@@ -121,6 +139,11 @@ def test_attention_and_embed_use_the_fine_tuned_encoder(classifier_run, tmp_path
     out = tmp_path / "att.png"
     assert main(["attention", "--run", str(run), "a good film", "--out", str(out)]) == 0
     assert out.stat().st_size > 0 and "2 layers x 2 heads over 5 tokens" in capsys.readouterr().out
+    assert main(["attention", "--run", str(run), "a", "--kind", "cross", "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "attnkit attention: error: --kind cross: a text-classification run has only encoder "
+        "self-attention; use --kind encoder or all"
+    )
     texts = ["a good film", "a bad plot"]
     assert main(["embed", "--run", str(run), *texts]) == 0
     payload = json.loads(capsys.readouterr().out)

@@ -265,9 +265,14 @@ def test_folder_run_rejects_wrong_channels_and_unreadable_files(tmp_path, capsys
     capsys.readouterr()
     grey = tmp_path / "grey.png"
     Image.new("L", (10, 10), 90).save(grey)
-    assert main(["classify", "--run", str(run), str(grey)]) == 2
-    err = capsys.readouterr().err.strip()
-    assert len(err.splitlines()) == 1 and "grey.png" in err and "1 channel" in err
+    for command in (
+        ["classify", "--run", str(run), str(grey)],
+        ["attention-map", "--run", str(run), str(grey), "--out", str(tmp_path / "m.png")],
+    ):  # the advice is the command's flag, not the library's convert=True
+        assert main(command) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "grey.png" in err and "1 channel" in err
+        assert err.endswith("convert the file or pass --convert")
     assert main(["classify", "--run", str(run), "--convert", str(grey)]) == 0
     assert capsys.readouterr().out.split("\t")[1] in ("blue", "red")
     broken = tmp_path / "broken.jpg"
@@ -281,6 +286,12 @@ def test_folder_run_rejects_wrong_channels_and_unreadable_files(tmp_path, capsys
         assert len(err.splitlines()) == 1 and "broken.jpg: cannot read the image" in err
     assert main(["classify", "--run", str(run), str(tmp_path / "missing.png")]) == 2
     assert "missing.png" in capsys.readouterr().err
+    (tmp_path / "data" / "red" / "grey.png").write_bytes(grey.read_bytes())
+    retrain = ["train-vit", "--data", str(tmp_path / "data"), "--run", str(tmp_path / "run2")]
+    assert main([*retrain, "--set", "data.image_size=8", "--epochs", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "grey.png: image has 1 channel" in err
+    assert err.endswith("convert the file or pass --set data.convert=true")
 
 
 def test_config_and_run_folder_errors(tmp_path, capsys, digits_run):
@@ -316,3 +327,40 @@ def test_best_checkpoint_is_the_lowest_validation_loss(tmp_path):
     for a, b in zip(loaded.model.parameters(), expected.model.parameters(), strict=True):
         assert torch.equal(a, b)
     assert meta["step"] == lowest["step"]
+
+
+def _tiny_folder(root: Path, counts: dict[str, int]) -> Path:
+    for name, count in counts.items():
+        (root / name).mkdir(parents=True)
+        for i in range(count):
+            Image.new("RGB", (8, 8), (30 * i, 0, 0)).save(root / name / f"{i}.png")
+    return root
+
+
+@pytest.mark.parametrize(
+    ("counts", "message"),
+    [
+        ({"a": 2, "b": 2}, "too few images (4) for a validation split; give each class at least 3"),
+        ({"a": 5}, "one class folder ('a'); a classifier needs at least two"),
+    ],
+)
+def test_folders_too_small_to_split_are_refused(tmp_path, capsys, counts, message):
+    """Scores are never reported on an empty split (they read 0 before)."""
+    data = _tiny_folder(tmp_path / "data", counts)
+    run = tmp_path / "run"
+    assert main(["train-vit", "--data", str(data), "--run", str(run), "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+    assert not (run / "config.json").exists()
+
+
+def test_a_warm_up_longer_than_the_run_names_the_setting_and_leaves_no_run(tmp_path, capsys):
+    data = _tiny_folder(tmp_path / "data", {"a": 3, "b": 3})
+    argv = ["train-vit", "--data", str(data), "--run", str(tmp_path / "run"), "--epochs", "1"]
+    assert main([*argv, "--set", "data.image_size=8", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "train.warmup_steps=200 is not below the 1 updates of this run" in err, err
+    assert "--set train.warmup_steps=0" in err and err.count("\n") == 1
+    assert not (tmp_path / "run" / "config.json").exists()  # the same command may run again
+    assert main([*argv, "--set", "train.warmup_steps=0", "--no-progress"]) == 0
+    assert (tmp_path / "run" / "config.json").is_file()

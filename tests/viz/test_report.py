@@ -273,3 +273,64 @@ def test_report_command_on_a_tiny_run(tmp_path: Path, capsys) -> None:
     assert [s["source"] for s in embedded(out.read_text())["samples"]] == ["3 may 1999"]
     assert main(["report", "--run", str(tmp_path / "nothing"), "--out", str(out)]) == 2
     assert "not a run folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("task", "command", "expected"),
+    [
+        (
+            "classification",
+            "report",
+            "is an image-classification (ViT) run; attnkit report takes translation and "
+            "language-model runs",
+        ),
+        (
+            "textclass",
+            "report",
+            "is a text-classification run; attnkit report takes translation and "
+            "language-model runs",
+        ),
+        (
+            "classification",
+            "attention",
+            "is an image-classification (ViT) run; attnkit attention takes translation, "
+            "language-model and text-classification runs (ViT runs: attnkit attention-map)",
+        ),
+        (  # the run is checked before --data is read as translation pairs
+            "classification",
+            "evaluate",
+            "is an image-classification (ViT) run; attnkit evaluate takes translation, "
+            "language-model and text-classification runs",
+        ),
+    ],
+)
+def test_commands_refuse_a_run_naming_what_they_take(
+    tmp_path: Path, capsys, task: str, command: str, expected: str
+) -> None:
+    from attnkit.cli import main
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"config": {"task": task}}))
+    out = tmp_path / ("r.html" if command == "report" else "a.png")
+    argv = [command, "--run", str(run), "--out", str(out)]
+    if command == "evaluate":
+        (tmp_path / "other.txt").write_text("one column only\n")
+        argv += ["--data", str(tmp_path / "other.txt")]
+    assert main([*argv, "a sentence"] if command == "attention" else argv) == 2
+    assert capsys.readouterr().err.strip() == f"attnkit {command}: error: {run} {expected}"
+
+
+def test_report_and_attention_help_name_the_runs_they_take(capsys) -> None:
+    from attnkit.cli import main
+
+    assert main(["--help"]) == 0
+    listing = " ".join(capsys.readouterr().out.split())
+    assert "attention draw the attention of a translator, language model or text classifier" in (
+        listing
+    )
+    assert "report self-contained HTML report of a translation or language-model run" in listing
+    assert main(["report", "--help"]) == 0
+    assert "sampled continuations (language-model runs)" in " ".join(
+        capsys.readouterr().out.split()
+    )

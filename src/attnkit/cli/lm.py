@@ -5,6 +5,7 @@ run's kind)."""
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from attnkit.cli.options import (
     add_device_option,
     add_run_options,
     apply_threads,
+    input_lines,
     nonnegative_float,
     positive_int,
     probability,
@@ -151,7 +153,7 @@ def cmd_train_lm(args: argparse.Namespace) -> int:
     apply_threads(args)
     cfg = None if args.resume else resolve_lm_config(args)
     overrides = (
-        resume_overrides(args, fixed=("batch_size", "block_size", "config"))
+        resume_overrides(args, fixed=("data", "preset", "init_from", "batch_size", "block_size"))
         if args.resume
         else None
     )
@@ -191,7 +193,12 @@ def _read_prompt(args: argparse.Namespace) -> str:
         return args.prompt
     if sys.stdin is None or sys.stdin.isatty():
         return ""
-    return sys.stdin.read()
+    binary = getattr(sys.stdin, "buffer", None)
+    if binary is None:
+        return sys.stdin.read()
+    raw = binary.read()
+    lines = input_lines(io.BytesIO(raw))  # not UTF-8: "stdin line N: ...", as translate says
+    return "\n".join(lines) + ("\n" if raw.endswith((b"\n", b"\r")) else "")
 
 
 def cmd_generate(args: argparse.Namespace) -> int:

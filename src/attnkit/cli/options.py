@@ -7,10 +7,12 @@ import re
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 __all__ = [
     "positive_int",
+    "refuse_run_kind",
+    "check_input_file",
     "nonnegative_int",
     "nonnegative_float",
     "probability",
@@ -179,22 +181,43 @@ def run_flags(args: argparse.Namespace, **more: str) -> dict[str, Any]:
     return {path: getattr(args, flag, None) for flag, path in names.items()}
 
 
+def _typed(args: argparse.Namespace, flag: str) -> bool:
+    """Whether ``flag`` (e.g. ``--data``) was written on the command line (``args.argv``), whole,
+    abbreviated as argparse allows, or as ``--flag=VALUE``; also when its value is set though
+    the command line is unknown (a library caller's Namespace)."""
+    argv = getattr(args, "argv", None)
+    if argv is None:
+        return getattr(args, flag[2:].replace("-", "_"), None) not in (None, False)
+    for token in argv:
+        if token == "--":
+            break
+        name = token.split("=", 1)[0]
+        if name.startswith("--") and len(name) > 2 and flag.startswith(name):
+            return True
+    return False
+
+
 def resume_overrides(args: argparse.Namespace, *, fixed: Sequence[str] = ()) -> dict[str, Any]:
     """Train settings given on a ``--resume`` command line (flags and ``--set train.KEY=VALUE``).
 
     Args:
         args: the parsed command line.
-        fixed: names of flags of this command that a resume may not change (an error if given).
+        fixed: names of flags of this command that a resume may not change (an error if given,
+            with a default value too: the run keeps its data, model and batches); ``--config``
+            and ``--seed`` never may.
     """
     from attnkit.config import ConfigError, apply_overrides
 
     given = [
-        f"--{name.replace('_', '-')}"
-        for name in fixed
-        if getattr(args, name, None) not in (None, False)
+        flag
+        for flag in (f"--{name.replace('_', '-')}" for name in (*fixed, "config", "seed"))
+        if _typed(args, flag)
     ]
     if given:
-        raise ConfigError(f"--resume cannot change {' or '.join(given)}; start a new run")
+        raise ConfigError(
+            f"--resume continues the run as it was: it cannot change {', '.join(given)}; "
+            "start a new run (another --run folder) for that"
+        )
     sets = apply_overrides({}, args.set)
     if set(sets) - {"train"}:
         raise ConfigError(
@@ -267,6 +290,15 @@ def input_chunks(
             chunk = []
     if chunk:
         yield chunk
+
+
+def refuse_run_kind(run: str, kind: str, command: str, accepted: str) -> NoReturn:
+    """Raise the one-line error for a run ``command`` does not take: what the run is and what the
+    command does accept (``accepted``, e.g. "translation and language-model runs")."""
+    from attnkit.config import ConfigError
+    from attnkit.training.runfolder import describe_kind
+
+    raise ConfigError(f"{run} is {describe_kind(kind)}; attnkit {command} takes {accepted}")
 
 
 def check_input_file(path: str | Path, flag: str) -> None:

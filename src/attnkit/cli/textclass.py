@@ -157,6 +157,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     from attnkit.textclass.classifier import TextClassifier
     from attnkit.textclass.run import train_textclass, validation_texts
     from attnkit.training import distributed as dist
+    from attnkit.training.runfolder import find_checkpoint
 
     apply_threads(args)
     cfg = None if args.resume else resolve_textclass_config(args)
@@ -189,7 +190,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     best = TextClassifier.load(run_dir, "best", device=str(classifier.device))
     scores = best.evaluate(validation_texts(best.config))
     summary = _summary(scores, best.problem)
-    print(f"best checkpoint (by validation {metric}; used by predict): {summary}")
+    path = find_checkpoint(run_dir, "best", best.config.train.keep_best)
+    print(f"best checkpoint: {path} (by validation {metric}; used by predict): {summary}")
     return 0
 
 
@@ -240,10 +242,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def evaluate_textclass(args: argparse.Namespace) -> int:
     """``attnkit evaluate --run DIR --data FILE`` for a fine-tuning run: accuracy, macro-F1 and
     the confusion matrix (regression: Pearson and Spearman), then one JSON line."""
+    from attnkit.data.errors import advise
     from attnkit.textclass.classifier import TextClassifier
+    from attnkit.textclass.data import ColumnError
 
     classifier = TextClassifier.load(args.run, checkpoint=args.checkpoint, device=args.device)
-    scores = classifier.evaluate(args.data)
+    with advise(
+        ColumnError,
+        "the first line must be a header that names the columns, as in the run's training file",
+    ):
+        scores = classifier.evaluate(args.data)
     print(f"{args.data}: " + _summary(scores, classifier.problem))
     if classifier.problem == "classification":
         names = classifier.labels

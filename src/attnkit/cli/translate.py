@@ -16,6 +16,7 @@ from attnkit.cli.options import (
     nonnegative_int,
     positive_int,
     progress_wanted,
+    refuse_run_kind,
     resume_overrides,
     run_flags,
     text_chunks,
@@ -180,7 +181,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     apply_threads(args)
     cfg = None if args.resume else resolve_run_config(args)
-    overrides = resume_overrides(args) if args.resume else None
+    fixed = ("data", "valid", "model", "max_tokens")
+    overrides = resume_overrides(args, fixed=fixed) if args.resume else None
     result, translator = train_translator(
         cfg, run_dir, resume=args.resume, progress=progress_wanted(args), train_overrides=overrides
     )
@@ -272,6 +274,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from attnkit.cli.textclass import evaluate_textclass
 
         return evaluate_textclass(args)
+    if kind != "translation":  # before the data is read as translation pairs
+        refuse_run_kind(
+            args.run, kind, "evaluate", "translation, language-model and text-classification runs"
+        )
     from attnkit.data.corpora import group_references, read_pairs
     from attnkit.evaluation.metrics import corpus_bleu, corpus_chrf
     from attnkit.translation.translator import Translator

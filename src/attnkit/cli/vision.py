@@ -20,6 +20,9 @@ from attnkit.cli.options import (
 
 __all__ = ["register", "resolve_vision_config"]
 
+#: What a command line can do about an image with the wrong channel count.
+_CONVERT = "convert the file or pass --convert"
+
 
 def register(sub: Any) -> None:
     p = sub.add_parser(
@@ -100,6 +103,8 @@ def resolve_vision_config(args: argparse.Namespace) -> Any:
 
 
 def cmd_train_vit(args: argparse.Namespace) -> int:
+    from attnkit.data.errors import advise
+    from attnkit.data.images import ChannelCountError
     from attnkit.training.launch import relaunch_with_torchrun, under_torchrun
 
     name = Path(args.data).name if args.data not in ("digits", "mnist", "cifar10") else args.data
@@ -114,14 +119,15 @@ def cmd_train_vit(args: argparse.Namespace) -> int:
 
     apply_threads(args)
     cfg = None if args.resume else resolve_vision_config(args)
-    overrides = resume_overrides(args, fixed=("batch_size", "config")) if args.resume else None
-    result, classifier = train_classifier(
-        cfg,
-        run_dir,
-        resume=args.resume,
-        train_overrides=overrides,
-        progress=progress_wanted(args),
-    )
+    overrides = resume_overrides(args, fixed=("data", "batch_size")) if args.resume else None
+    with advise(ChannelCountError, "convert the file or pass --set data.convert=true"):
+        result, classifier = train_classifier(
+            cfg,
+            run_dir,
+            resume=args.resume,
+            train_overrides=overrides,
+            progress=progress_wanted(args),
+        )
     if not dist.is_main():
         return 0
     print(
@@ -141,6 +147,8 @@ def cmd_train_vit(args: argparse.Namespace) -> int:
 
 
 def cmd_classify(args: argparse.Namespace) -> int:
+    from attnkit.data.errors import advise
+    from attnkit.data.images import ChannelCountError
     from attnkit.vision.classifier import Classifier
 
     if args.engine == "onnxruntime":
@@ -149,7 +157,9 @@ def cmd_classify(args: argparse.Namespace) -> int:
         classifier: Classifier = OnnxClassifier.load(args.run)
     else:
         classifier = Classifier.load(args.run, checkpoint=args.checkpoint, device=args.device)
-    for p in classifier.classify(args.images, top_k=args.top_k, convert=args.convert):
+    with advise(ChannelCountError, _CONVERT):
+        predictions = classifier.classify(args.images, top_k=args.top_k, convert=args.convert)
+    for p in predictions:
         if args.json:
             print(
                 json.dumps(
@@ -165,6 +175,8 @@ def cmd_classify(args: argparse.Namespace) -> int:
 
 
 def cmd_attention_map(args: argparse.Namespace) -> int:
+    from attnkit.data.errors import advise
+    from attnkit.data.images import ChannelCountError
     from attnkit.vision.classifier import Classifier
     from attnkit.viz.heatmaps import save_figure
     from attnkit.viz.image_attention import image_attention_figure
@@ -172,7 +184,8 @@ def cmd_attention_map(args: argparse.Namespace) -> int:
     if Path(args.out).suffix.lower() not in (".png", ".svg", ".pdf"):
         raise ValueError(f"--out must end in .png, .svg or .pdf, got {args.out!r}")
     classifier = Classifier.load(args.run, checkpoint=args.checkpoint, device=args.device)
-    (maps,) = classifier.attention_maps([args.image], convert=args.convert)
+    with advise(ChannelCountError, _CONVERT):
+        (maps,) = classifier.attention_maps([args.image], convert=args.convert)
     pred = maps.prediction
     title = (
         f"{Path(pred.source).name}: {pred.labels[0]} ({pred.probs[0]:.0%}); "

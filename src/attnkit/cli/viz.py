@@ -14,6 +14,7 @@ from attnkit.cli.options import (
     add_device_option,
     nonnegative_int,
     positive_int,
+    refuse_run_kind,
 )
 
 __all__ = ["register", "demo_run_config", "DEMO_SENTENCE"]
@@ -63,10 +64,12 @@ _DEMO_SIZE = {
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "attention",
-        help="draw a translator's attention for one sentence",
+        help="draw the attention of a translator, language model or text classifier for one text",
         description="Translate one sentence and draw the attention weights of every layer and "
         "head (rows: layers, columns: heads) with the sub-word pieces as tick labels. For a "
-        "language-model run: the causal self-attention over the text.",
+        "language-model run: the causal self-attention over the text (--kind self); for a "
+        "fine-tuned text classifier or a pretrained encoder (--model): the encoder's "
+        "self-attention (--kind encoder). ViT runs: attnkit attention-map.",
     )
     p.add_argument("sentence", help="the source sentence (language models: the text)")
     source = p.add_mutually_exclusive_group(required=True)
@@ -124,24 +127,46 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser(
         "report",
-        help="self-contained HTML report of a run",
-        description="One HTML file (no network, no server): training curves, metrics, sample "
-        "translations, and an interactive attention view.",
+        help="self-contained HTML report of a translation or language-model run",
+        description="One HTML file (no network, no server): training curves, metrics, an "
+        "interactive attention view, and sample translations (translation runs) or sampled "
+        "continuations (language-model runs).",
     )
     p.add_argument(
         "sentences",
         nargs="*",
-        help="sentences to show (default: the first --samples validation sources)",
+        help="sentences to translate, or prompts to continue (default: the first --samples "
+        "validation sources; language models: --samples continuations of an empty prompt)",
     )
-    p.add_argument("--run", required=True, help="run folder")
+    p.add_argument("--run", required=True, help="a translation or language-model run folder")
     p.add_argument("--out", required=True, help="output .html file")
     p.add_argument(
-        "--samples", type=nonnegative_int, default=4, help="validation sentences to show"
+        "--samples",
+        type=nonnegative_int,
+        default=4,
+        help="samples to show when no sentences are given (default 4)",
     )
     p.add_argument("--beam", type=positive_int, help="beam size (default from the run)")
     add_checkpoint_option(p)
     add_device_option(p)
     p.set_defaults(func=cmd_report)
+
+
+#: What each run kind has to draw besides ``--kind all``, and how to say it.
+_ONE_KIND = {
+    "lm": ("self", "a language-model run has only causal self-attention"),
+    "textclass": ("encoder", "a text-classification run has only encoder self-attention"),
+    "model": ("encoder", "a pretrained encoder has only encoder self-attention"),
+}
+
+
+def _check_attention_kind(wanted: str, kind: str) -> None:
+    """``--kind`` against the attention a model of ``kind`` (a run kind, or "model") has."""
+    from attnkit.config import ConfigError
+
+    has, why = _ONE_KIND.get(kind, (None, ""))
+    if has is not None and wanted not in ("all", has):
+        raise ConfigError(f"--kind {wanted}: {why}; use --kind {has} or all")
 
 
 def _translate_one(translator: Any, sentence: str, beam: int | None) -> Any:
@@ -162,16 +187,26 @@ def cmd_attention(args: argparse.Namespace) -> int:
         raise ValueError(f"--out must end in .png, .svg or .pdf, got {str(out)!r}")
     if not args.sentence.strip():
         raise ValueError("the sentence is empty: give one to draw its attention")
+    kind = "model" if args.model else run_kind(args.run)
+    _check_attention_kind(args.kind, kind)
     if args.model:
         return _pretrained_attention(args, out)
-    if run_kind(args.run) == "lm":
+    if kind == "lm":
         from attnkit.cli.lm import attention_lm
 
         return attention_lm(args, out)
-    if run_kind(args.run) == "textclass":
+    if kind == "textclass":
         from attnkit.cli.textclass import attention_textclass
 
         return attention_textclass(args, out)
+    if kind != "translation":
+        refuse_run_kind(
+            args.run,
+            kind,
+            "attention",
+            "translation, language-model and text-classification runs (ViT runs: attnkit "
+            "attention-map)",
+        )
     translator = Translator.load(args.run, checkpoint=args.checkpoint, device=args.device)
     sample = _translate_one(translator, args.sentence, args.beam)
     figures = attention_figures(sample, None if args.kind == "all" else [args.kind], args.dpi)
@@ -311,10 +346,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     from attnkit.training.runfolder import run_kind
     from attnkit.translation.report import run_report
 
-    if run_kind(args.run) == "lm":
+    kind = run_kind(args.run)
+    if kind == "lm":
         from attnkit.cli.lm import report_lm
 
         return report_lm(args)
+    if kind != "translation":
+        refuse_run_kind(args.run, kind, "report", "translation and language-model runs")
 
     path = run_report(
         args.run,

@@ -19,13 +19,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .errors import DataError
+from .errors import AdvisedError, DataError
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
 
 __all__ = [
     "ImageSet",
+    "ChannelCountError",
     "to_float",
     "stratified_split",
     "load_digits_dataset",
@@ -44,6 +45,10 @@ logger = logging.getLogger(__name__)
 
 IMAGE_EXTENSIONS = tuple(".png .jpg .jpeg .bmp .gif .tif .tiff .webp .ppm .pgm".split())
 _MODES = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}
+
+
+class ChannelCountError(AdvisedError):
+    """An image file with another channel count than expected (and no ``convert``)."""
 
 
 @dataclass
@@ -178,8 +183,8 @@ def read_image(
         uint8 pixels. Shapes: (channels, H, W).
 
     Raises:
-        DataError (a ValueError): unreadable file, or wrong channel count without ``convert``;
-            the message names the file.
+        DataError (a ValueError): unreadable file, or (:class:`ChannelCountError`) wrong channel
+            count without ``convert``; the message names the file.
     """
     from PIL import Image
 
@@ -189,9 +194,9 @@ def read_image(
     img = _open_image(path)
     found = len(img.getbands())
     if found != channels and not convert:
-        raise DataError(
-            f"{path}: image has {found} channel(s) (mode {img.mode}) but "
-            f"{channels} expected; convert the file or pass convert=True"
+        raise ChannelCountError(
+            f"{path}: image has {found} channel(s) (mode {img.mode}) but {channels} expected",
+            "convert the file or pass convert=True",
         )
     if img.mode != _MODES[channels]:
         img = img.convert(_MODES[channels])

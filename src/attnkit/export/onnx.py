@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnkit.config import ConfigError, from_dict
-from attnkit.pretrained.bert import resolve_model_path
+from attnkit.pretrained.bert import MODEL_PACKAGES, resolve_model_path
 from attnkit.pretrained.embeddings import SentenceEncoder
 from attnkit.pretrained.tokenizer import PretrainedTokenizer
 from attnkit.training.runfolder import describe_kind, read_run_config, run_kind
@@ -314,9 +314,17 @@ def _meta(folder: Path, kind: str) -> dict[str, Any]:
                 )
             meta["folder"] = str(candidate)
             return meta
+    if kind == "classification":  # exported into RUN/export/onnx, where it is looked for
+        run = folder if (folder / "config.json").is_file() else "RUN"
+        how = f"`attnkit export --run {run} --format onnx`"
+    else:  # a name or checkpoint folder is what the export reads, not what it writes
+        given = str(folder) in MODEL_PACKAGES or (folder / "config.json").is_file()
+        how = (
+            f"`attnkit export --format onnx --model {folder if given else 'minilm'} --out DIR` "
+            "and pass --model DIR"
+        )
     raise ConfigError(
-        f"{folder}: no ONNX export found ({MODEL_FILE} and {META_FILE}); make one with "
-        "`attnkit export --format onnx`"
+        f"{folder}: no ONNX export found ({MODEL_FILE} and {META_FILE}); make one with {how}"
     )
 
 

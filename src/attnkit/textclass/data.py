@@ -33,13 +33,14 @@ import torch
 from torch import Tensor
 
 from attnkit.data.batching import check_replicas, pad_sequences
-from attnkit.data.errors import DataError
+from attnkit.data.errors import AdvisedError, DataError
 from attnkit.data.tokenizers import Tokenizer, load_tokenizer
 from attnkit.pretrained.tokenizer import PretrainedTokenizer
 
 __all__ = [
     "TEXT_COLUMNS",
     "LABEL_COLUMNS",
+    "ColumnError",
     "LabelledTexts",
     "read_labelled",
     "split_labelled",
@@ -60,6 +61,10 @@ log = logging.getLogger(__name__)
 #: Column names found without ``text_column`` / ``label_column``, in order of preference.
 TEXT_COLUMNS = ("sentence", "text")
 LABEL_COLUMNS = ("label",)
+
+
+class ColumnError(AdvisedError):
+    """The header lacks the text or label column; the advice names ``finetune``'s flag."""
 
 
 @dataclass
@@ -120,9 +125,9 @@ def _pick(
             return name
     flag = "--text-column" if what == "text" else "--label-column"
     wanted = repr(given) if given else " or ".join(repr(c) for c in candidates)
-    raise DataError(
-        f"{path}: line 1: no {what} column {wanted}; the columns are {header}; choose one with "
-        f"{flag}"
+    raise ColumnError(
+        f"{path}: line 1: no {what} column {wanted}; the columns are {header}",
+        f"choose one with {flag}",
     )
 
 

@@ -197,8 +197,6 @@ def _train_locked(
     torch.manual_seed(train.seed)
     cfg, model = recipe.build(cfg, data)
     config_dict = recipe.config_dict(cfg, data)
-    if dist.is_main() and (not resume or train_overrides):
-        write_run_config(run_dir, config_dict)
     trainer = Trainer(
         model,
         recipe.task(cfg, data, device),
@@ -207,6 +205,10 @@ def _train_locked(
         run_config=config_dict,
         progress=progress,
     )
+    # Written once the trainer accepted the settings: a start refused here (e.g. a warm-up
+    # longer than the run) leaves no config.json, so the same command can be run again.
+    if dist.is_main() and (not resume or train_overrides):
+        write_run_config(run_dir, config_dict)
     if ckpt is not None:
         trainer.resume(ckpt)
     result = trainer.fit()

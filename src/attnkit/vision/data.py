@@ -56,6 +56,11 @@ def load_image_data(cfg: ImageDataConfig, download: bool = True) -> ImageData:
                 "images (one sub-folder per class)"
             )
         every = load_image_folder(path, cfg.image_size, cfg.channels, cfg.convert)
+        if len(every.classes) < 2:
+            raise DataError(
+                f"{path}: one class folder ({every.classes[0]!r}); a classifier needs at least "
+                "two (one sub-folder per class)"
+            )
         train_idx, test_idx = stratified_split(every.labels, cfg.test_fraction, cfg.seed)
         train, test = every.subset(train_idx), every.subset(test_idx)
     if train.image_size[0] != train.image_size[1]:
@@ -68,6 +73,23 @@ def load_image_data(cfg: ImageDataConfig, download: bool = True) -> ImageData:
             "data.valid_fraction=0: validating on the test set, so the best checkpoint "
             "is chosen on the test set, whose accuracy is then no longer held out"
         )
-        return ImageData(train, test, test)
+        data = ImageData(train, test, test)
+        _check_splits(data, cfg.source)
+        return data
     train_idx, valid_idx = stratified_split(train.labels, cfg.valid_fraction, cfg.seed + 1)
-    return ImageData(train.subset(train_idx), train.subset(valid_idx), test)
+    data = ImageData(train.subset(train_idx), train.subset(valid_idx), test)
+    _check_splits(data, cfg.source)
+    return data
+
+
+def _check_splits(data: ImageData, source: str) -> None:
+    """A DataError when a split has no images: its scores would be measured on nothing."""
+    sizes = {"training": len(data.train.labels), "validation": len(data.valid.labels)}
+    sizes["test"] = len(data.test.labels)
+    empty = [name for name, size in sizes.items() if size == 0]
+    if empty:
+        total = sum(sizes.values()) - (sizes["test"] if data.valid is data.test else 0)
+        raise DataError(
+            f"{source}: too few images ({total}) for a {' and a '.join(empty)} split; give "
+            "each class at least 3 images (one each for training, validation and test)"
+        )
