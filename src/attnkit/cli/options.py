@@ -153,12 +153,18 @@ def add_run_options(parser: Any, *, set_example: str, budget_example: str = "20m
         "--time-budget",
         type=parse_duration,
         metavar="DURATION",
-        help=f"stop training after this long (e.g. {budget_example}) and evaluate",
+        help=f"stop training after this long (e.g. {budget_example}) and evaluate; with "
+        "--resume: the whole run's training time, earlier sessions included",
     )
     add_device_option(parser, default=None)
     add_threads_option(parser)
     parser.add_argument("--seed", type=int)
-    parser.add_argument("--resume", action="store_true", help="continue the run in --run exactly")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --run exactly (its data, model and batches stay; --epochs, "
+        "--time-budget, --device, --eval-every and --set train.KEY may change)",
+    )
     parser.add_argument(
         "--nproc",
         type=positive_int,
