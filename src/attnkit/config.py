@@ -343,6 +343,10 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "") -> T:
         return cls(**kwargs)
     except TypeError as err:
         raise ConfigError(f"{where or cls.__name__}: {err}") from None
+    except ConfigError as err:  # a __post_init__ check: name the key as a config file has it
+        if not where:
+            raise
+        raise ConfigError(str(err).replace(f"{cls.__name__}.", f"{where}.")) from None
 
 
 def to_dict(config: Any) -> dict[str, Any]:

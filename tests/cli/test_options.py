@@ -57,6 +57,10 @@ def test_a_bad_device_is_a_one_line_error_at_parse_time(command: str, capsys) ->
         (["serve", "--run", "r", "--port", "70000"], "argument --port: must be a port in 1-65535"),
         (["similar", "q", "--file", "f", "--top-k", "zero"], "expected a whole number >= 1"),
         (["train", "--lr", "1e-3"], "attnkit train: error: unrecognized arguments: --lr 1e-3"),
+        (["train", "--time-budget", "0m"], "argument --time-budget: must be longer than 0"),
+        (["train", "--eval-every", "0"], "argument --eval-every: must be >= 1, got 0"),
+        (["finetune", "--lr", "-1"], "argument --lr: must be > 0, got -1"),
+        (["train-lm", "--sample-tokens", "-3"], "argument --sample-tokens: must be >= 0"),
         (
             ["train", "--time-budget", "-10s"],
             "expected one argument (got '-10s': a value that starts with '-' is written "
@@ -131,3 +135,25 @@ def test_resume_overrides_of_a_library_namespace() -> None:
     assert resume_overrides(plain, fixed=("data",)) == {"epochs": 3}
     with pytest.raises(ConfigError, match="cannot change --data"):
         resume_overrides(argparse.Namespace(**{**vars(plain), "data": "x"}), fixed=("data",))
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "--data", "dates", "--set", "train.lr=-1"], "train.lr must be > 0, got -1"),
+        (["train", "--data", "dates", "--set", "data.tokenizer=x"], "data.tokenizer must be one"),
+        (["train-vit", "--set", "data.image_size=16"], "data.image_size, channels and convert"),
+        (["generate", "--run", "r", "--stop", "", "x"], "--stop '': an empty stop string"),
+    ],
+)
+def test_settings_are_named_as_the_user_writes_them(
+    argv: list[str], message: str, tmp_path, capsys
+) -> None:
+    """``train.lr``, as in --set and config files, not the dataclass (``TrainConfig.lr``)."""
+    from attnkit.cli import main
+
+    if argv[0] != "generate":
+        argv = [*argv, "--run", str(tmp_path / "run")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Config." not in err and err.count("\n") == 1, err

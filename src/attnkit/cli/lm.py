@@ -18,6 +18,7 @@ from attnkit.cli.options import (
     apply_threads,
     input_lines,
     nonnegative_float,
+    nonnegative_int,
     positive_int,
     probability,
     progress_wanted,
@@ -65,13 +66,13 @@ def register(sub: Any) -> None:
     )
     p.add_argument(
         "--eval-every",
-        type=int,
+        type=positive_int,
         metavar="STEPS",
         help="also validate (and checkpoint) every STEPS updates",
     )
     p.add_argument(
         "--sample-tokens",
-        type=int,
+        type=nonnegative_int,
         default=200,
         help="tokens of the sample printed at the end (0: none)",
     )
@@ -206,6 +207,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
 
     if args.num_samples < 1:
         raise ValueError(f"--num-samples must be >= 1, got {args.num_samples}")
+    if "" in args.stop:
+        raise ValueError(
+            "--stop '': an empty stop string; give the text to stop at, e.g. --stop '\\n\\n'"
+        )
     generator = Generator.load(args.run, checkpoint=args.checkpoint, device=args.device)
     prompt = _read_prompt(args)
     stops = [s.replace("\\n", "\n").replace("\\t", "\t") for s in args.stop]

@@ -15,6 +15,7 @@ __all__ = [
     "check_input_file",
     "nonnegative_int",
     "nonnegative_float",
+    "positive_float",
     "probability",
     "port_number",
     "add_checkpoint_option",
@@ -62,6 +63,8 @@ def _number(
 positive_int = _number(int, lambda v: v >= 1, "a whole number >= 1", ">= 1")
 #: A whole number >= 0 (how many samples to print, 0 for none).
 nonnegative_int = _number(int, lambda v: v >= 0, "a whole number >= 0", ">= 0")
+#: A number > 0 (learning rates).
+positive_float = _number(float, lambda v: v > 0, "a number > 0", "> 0")
 #: A number >= 0 (temperatures, waiting times).
 nonnegative_float = _number(float, lambda v: v >= 0, "a number >= 0", ">= 0")
 #: A number in (0, 1] (nucleus sampling).
@@ -128,6 +131,8 @@ def parse_duration(text: str) -> float:
     if not match:
         raise argparse.ArgumentTypeError(f"invalid duration {text!r}; use e.g. 90s, 20m or 1h")
     value, unit = float(match.group(1)), match.group(2) or "s"
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"must be longer than 0, got {text!r}")
     return value * {"s": 1, "m": 60, "h": 3600}[unit]
 
 

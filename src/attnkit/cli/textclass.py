@@ -16,6 +16,7 @@ from attnkit.cli.options import (
     add_run_options,
     apply_threads,
     input_chunks,
+    positive_float,
     positive_int,
     progress_wanted,
     resume_overrides,
@@ -74,10 +75,10 @@ def register(sub: Any) -> None:
         "--batch-size", type=positive_int, help="sentences per optimizer step (default 32)"
     )
     p.add_argument("--max-length", type=positive_int, help="tokens per text, longer ones cut (64)")
-    p.add_argument("--lr", type=float, help="peak learning rate (default 1e-4)")
+    p.add_argument("--lr", type=positive_float, help="peak learning rate (default 1e-4)")
     p.add_argument(
         "--eval-every",
-        type=int,
+        type=positive_int,
         metavar="STEPS",
         help="validate (and keep the best checkpoint) every STEPS updates (default 500)",
     )

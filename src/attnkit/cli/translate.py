@@ -43,7 +43,7 @@ def register(sub: Any) -> None:
     p.add_argument("--max-tokens", type=positive_int, help="padded tokens per batch")
     p.add_argument(
         "--eval-every",
-        type=int,
+        type=positive_int,
         metavar="STEPS",
         help="also validate (and checkpoint) every STEPS updates, not only per epoch",
     )

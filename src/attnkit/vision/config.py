@@ -83,6 +83,12 @@ class ImageDataConfig:
                 self.crop_padding >= 0,
                 f"ImageDataConfig.crop_padding must be >= 0, got {self.crop_padding}",
             ),
+            (  # (recorded but unused, they would misdescribe the run)
+                self.source not in BUILTIN_DATA
+                or (self.image_size, self.channels, self.convert) == (32, 3, False),
+                f"ImageDataConfig.image_size, channels and convert apply to image folders; "
+                f"{self.source} images keep their own size and channels: remove them",
+            ),
         )
         for ok, message in checks:
             if not ok:
