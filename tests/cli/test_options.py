@@ -157,3 +157,16 @@ def test_settings_are_named_as_the_user_writes_them(
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Config." not in err and err.count("\n") == 1, err
+
+
+@pytest.mark.parametrize("command", ["train", "train-lm", "train-vit"])
+def test_a_run_folder_that_is_a_file_is_named(command: str, tmp_path, capsys) -> None:
+    from attnkit.cli import main
+
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a run\n")
+    argv = [command, "--run", str(a_file)] + (["--data", "x.txt"] if command == "train-lm" else [])
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"--run {a_file}: is a file; the run folder must be a folder" in err, err
+    assert a_file.read_text() == "not a run\n"

@@ -31,6 +31,7 @@ from attnkit.data.images import (
     random_crop,
     random_hflip,
     read_digit_image,
+    read_image,
     stratified_split,
     to_float,
 )
@@ -447,3 +448,10 @@ def test_download_helper_takes_the_hash_name(tmp_path):
         download_file(source.as_uri(), tmp_path / "d", "0" * 40, algorithm="sha1")
     with pytest.raises(ValueError, match="algorithm"):
         download_file(source.as_uri(), tmp_path / "e", "x", algorithm="nope")
+
+
+def test_an_image_path_that_is_a_folder_or_missing_is_named(tmp_path):
+    with pytest.raises(DataError, match=f"^{tmp_path}: is a folder; give image files$"):
+        read_image(tmp_path, 3)
+    with pytest.raises(DataError, match="gone.png: no such file$"):
+        read_image(tmp_path / "gone.png", 3)

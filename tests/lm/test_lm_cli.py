@@ -24,7 +24,7 @@ from tests.lm.lm_tiny import VERSE, tiny_argv
     [
         ("empty.txt", b"", "empty"),
         ("binary.txt", b"\x89PNG\r\n\x1a\n\x00\x00", "NUL byte at offset 8"),
-        ("latin1.txt", "na\u00efve".encode("latin-1"), "not UTF-8"),
+        ("latin1.txt", b"fine\nna\xefve", "line 2: not UTF-8 text (byte 0xef at offset 7)"),
         ("short.txt", b"to be or not to be\n", "too short"),
         ("folder", None, "without .txt"),
         ("missing.txt", None, "no such file"),
@@ -177,6 +177,12 @@ def test_evaluate_a_text_file(
     assert printed["loss"] == pytest.approx(expected["loss"], rel=1e-9)
     assert printed["bpc"] == pytest.approx(printed["loss"] / math.log(2), rel=1e-9)
     assert printed["characters"] == len(VERSE) * 3
+    odd = tmp_path / "odd.txt"
+    odd.write_text(VERSE + "a line with \u2603 in it\n")  # a snowman the tokenizer never saw
+    assert main(["evaluate", "--run", str(run), "--data", str(odd)]) == 2
+    err = capsys.readouterr().err
+    assert f"{odd} has characters the model's tokenizer does not know (the first on line" in err
+    assert f"line {VERSE.count(chr(10)) + 1}): '\u2603'" in err and err.count("\n") == 1, err
 
 
 def test_attention_and_report_of_an_lm_run(

@@ -235,7 +235,7 @@ def evaluate_lm(args: argparse.Namespace) -> int:
 
     text = read_text(args.data)
     generator = Generator.load(args.run, checkpoint=args.checkpoint, device=args.device)
-    m = generator.evaluate_text(text)
+    m = generator.evaluate_text(text, what=str(args.data))
     print(
         f"loss = {m['loss']:.4f} nats/token   perplexity = {m['ppl']:.3f}   "
         f"bpc = {m['bpc']:.4f}   ({len(text)} characters of {args.data})"

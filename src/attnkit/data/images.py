@@ -153,6 +153,8 @@ def _open_image(path: str | Path) -> PILImage:
     """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
+    if Path(path).is_dir():
+        raise DataError(f"{path}: is a folder; give image files")
     if not Path(path).is_file():
         raise DataError(f"{path}: no such file")
     try:

@@ -109,8 +109,9 @@ def read_text_file(path: str | Path) -> str:
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
         raise DataError(
-            f"{path}: not UTF-8 text (byte 0x{raw[err.start]:02x} at offset "
+            f"{path}: line {line}: not UTF-8 text (byte 0x{raw[err.start]:02x} at offset "
             f"{err.start}); convert it, e.g. `iconv -t UTF-8`"
         ) from None
     return text.removeprefix("\ufeff")
@@ -171,9 +172,10 @@ def encode_text(
         if unknown:
             shown = ", ".join(repr(c) for c in unknown[:10])
             more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+            line = text.count("\n", 0, text.index(unknown[0])) + 1
             raise DataError(
-                f"{what} has characters the model's tokenizer does not know: "
-                f"{shown}{more}; remove them or train on a text that has them"
+                f"{what} has characters the model's tokenizer does not know (the first on line "
+                f"{line}): {shown}{more}; remove them or train on a text that has them"
             )
     if isinstance(tokenizer, CharTokenizer):
         return tokenizer.encode(text)

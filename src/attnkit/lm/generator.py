@@ -142,17 +142,21 @@ class Generator:
             for i in range(num_samples)
         ]
 
-    def evaluate_text(self, text: str, batch_size: int | None = None) -> dict[str, float]:
+    def evaluate_text(
+        self, text: str, batch_size: int | None = None, what: str = "the text"
+    ) -> dict[str, float]:
         """Loss (nats per token), perplexity and bits per character of ``text``, in
         non-overlapping windows of the run's block size (as validation does). Every token is
         scored, the first one after a line break (:meth:`line_start`), so that ``bpc`` is the
         text's total cost in bits over ``len(text)``; without line breaks in the vocabulary the
         first character is context only.
 
+        ``what`` names the text in errors (e.g. its file).
+
         Raises:
             DataError: characters the tokenizer does not know, or no token to score.
         """
-        ids = self.encode(text, what="the text")
+        ids = self.encode(text, what=what)
         start, chars = self.line_start(), len(text)
         if start is not None:
             ids = [start, *ids]

@@ -140,6 +140,8 @@ def train_run(
         DiskFullError: the disk filled up (the last complete checkpoint is kept).
     """
     run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"--run {run_dir}: is a file; the run folder must be a folder (or new)")
     with run_lock(run_dir, f"{recipe.train_command} --run {run_dir}"):
         try:
             return _train_locked(recipe, cfg, run_dir, resume, progress, train_overrides)
