@@ -166,3 +166,16 @@ def test_regression_labels_must_be_numbers(tmp_path: Path) -> None:
     valid = read_labelled(write(tmp_path / "v.tsv", "label\ttext\n0.5\ta\nhigh\tb\n"))
     with pytest.raises(DataError, match=r"v.tsv: line 3: label 'high' is not a number"):
         resolve_labels(train, valid)
+
+
+def test_one_class_left_after_the_validation_split_is_told_apart(tmp_path: Path) -> None:
+    """Two rows of two classes: holding one out leaves one class to train on - the message says
+    so instead of claiming the file holds one class."""
+    both = read_labelled(write(tmp_path / "both.tsv", "text\tlabel\ngood\tpos\nbad\tneg\n"))
+    train, valid = split_labelled(both, 0.1)
+    with pytest.raises(DataError, match=r"both.tsv: too few rows \(2\) to hold some out for"):
+        resolve_labels(train, valid)
+    one = read_labelled(write(tmp_path / "one.tsv", "text\tlabel\na\tpos\nb\tpos\nc\tpos\n"))
+    train, valid = split_labelled(one, 0.1)
+    with pytest.raises(DataError, match=r"holds one class \('pos'\) in all 3 rows"):
+        resolve_labels(train, valid)

@@ -336,11 +336,18 @@ def resolve_labels(train: LabelledTexts, valid: LabelledTexts, problem: str = "a
             columns.append(torch.tensor(values, dtype=torch.float32))
         return Labels(problem, [], columns[0], columns[1])
     names = _label_order(set(train.labels))
+    same_file = valid.path == train.path  # validation rows held out of the training file
+    if len(names) < 2 and same_file and len(set(train.labels) | set(valid.labels)) > 1:
+        raise DataError(
+            f"{train.path}: too few rows ({len(train) + len(valid)}) to hold some out for "
+            "validation and keep two classes to train on; add rows (at least 2 of each class) "
+            "or give a separate --valid FILE"
+        )
     if len(names) < 2:
         raise DataError(
             f"{train.path}: line {train.lines[0]}: the label column {train.label_column!r} "
-            f"holds one class ({names[0]!r}) in all {len(train)} rows; classification needs at "
-            "least two (wrong --label-column?)"
+            f"holds one class ({names[0]!r}) in all {len(train) + len(valid) * same_file} rows; "
+            "classification needs at least two (wrong --label-column?)"
         )
     index = {name: k for k, name in enumerate(names)}
     for i, label in enumerate(valid.labels):
