@@ -330,7 +330,8 @@ def resolve_labels(train: LabelledTexts, valid: LabelledTexts, problem: str = "a
                 if value is None:
                     raise DataError(
                         f"{data.where(i)}: label {label!r} is not a number; regression needs "
-                        "numeric labels (or use --set model.problem=classification)"
+                        "numeric labels (for classes: no --regression, or --set "
+                        "model.problem=classification)"
                     )
                 values.append(value)
             columns.append(torch.tensor(values, dtype=torch.float32))

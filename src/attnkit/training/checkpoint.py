@@ -283,8 +283,9 @@ def load_weights(model: nn.Module, tensors: dict[str, Tensor], source: str = "st
     if any(problems.values()):
         found = "; ".join(f"{what}: {_short(keys)}" for what, keys in problems.items() if keys)
         raise CheckpointError(
-            f"{source} does not fit {type(model).__name__} ({found}); build the "
-            "model with the config it was trained with (see its meta.json)"
+            f"{source} does not fit {type(model).__name__} ({found}): it is a checkpoint of "
+            "another model; load it with the run it came from (--checkpoint: best, last or a "
+            "name under this run's checkpoints)"
         )
     model.load_state_dict(tensors, strict=False)
 
