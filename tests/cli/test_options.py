@@ -125,6 +125,7 @@ def test_resume_refuses_flags_it_would_ignore(
     # resumable settings pass this check (and the missing run is what is reported)
     assert main([argv[0], "--run", str(tmp_path / "run"), "--resume", "--epochs", "2"]) == 2
     assert "no checkpoint to resume from" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()  # nor is the folder left behind
 
 
 def test_resume_overrides_of_a_library_namespace() -> None:

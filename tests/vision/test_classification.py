@@ -351,7 +351,11 @@ def test_folders_too_small_to_split_are_refused(tmp_path, capsys, counts, messag
     assert main(["train-vit", "--data", str(data), "--run", str(run), "--epochs", "1"]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1, err
-    assert not (run / "config.json").exists()
+    assert not run.exists()  # a failed start leaves no folder it made
+    run.mkdir()
+    (run / "notes.txt").write_text("mine\n")
+    assert main(["train-vit", "--data", str(data), "--run", str(run), "--epochs", "1"]) == 2
+    assert [p.name for p in run.iterdir()] == ["notes.txt"]  # one it did not make is kept
 
 
 def test_a_warm_up_longer_than_the_run_names_the_setting_and_leaves_no_run(tmp_path, capsys):

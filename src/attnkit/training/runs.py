@@ -27,6 +27,7 @@ flags, in that order of precedence (the last wins).
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,13 +143,21 @@ def train_run(
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"--run {run_dir}: is a file; the run folder must be a folder (or new)")
-    with run_lock(run_dir, f"{recipe.train_command} --run {run_dir}"):
-        try:
-            return _train_locked(recipe, cfg, run_dir, resume, progress, train_overrides)
-        except OSError as err:
-            if not is_disk_full(err) or isinstance(err, DiskFullError):
-                raise
-            raise _disk_full(recipe, run_dir, err) from err
+    created = not run_dir.exists()
+    try:
+        with run_lock(run_dir, f"{recipe.train_command} --run {run_dir}"):
+            try:
+                return _train_locked(recipe, cfg, run_dir, resume, progress, train_overrides)
+            except OSError as err:
+                if not is_disk_full(err) or isinstance(err, DiskFullError):
+                    raise
+                raise _disk_full(recipe, run_dir, err) from err
+    except BaseException:
+        # A start that failed before config.json (bad data, a refused setting, Ctrl-C while
+        # preparing) leaves no folder it made behind; once config.json exists, all is kept.
+        if created and dist.is_main() and not (run_dir / "config.json").exists():
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
 
 
 def _disk_full(recipe: RunRecipe[Any, Any], run_dir: Path, err: OSError) -> DiskFullError:
