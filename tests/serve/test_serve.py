@@ -448,3 +448,32 @@ def test_ctranslate2_engine_and_backend_dispatch(dates_run, translator, tmp_path
         load_backend(run=str(run), engine="onnxruntime")
     with pytest.raises(ConfigError, match="not a run folder"):
         load_backend(run=str(tmp_path))
+
+
+def test_an_image_of_the_wrong_channel_count_is_a_422_saying_what_to_send() -> None:
+    """The library's advice ("pass convert=True") means nothing to an HTTP client; the other
+    requests of its batch are still answered."""
+    from attnkit.data.images import ChannelCountError
+    from attnkit.serve.backends import ClassifyBackend, RequestError
+
+    class Pred:
+        labels, probs = ["a"], [1.0]
+
+    class Classifier:
+        classes = ["a", "b"]
+
+        def classify(self, paths: list[Path], top_k: int = 1) -> list[Pred]:
+            for p in paths:
+                if Path(p).read_bytes() == b"grey":
+                    problem = f"{p}: image has 1 channel(s) (mode L) but 3 expected"
+                    raise ChannelCountError(problem, "convert the file or pass convert=True")
+            return [Pred() for _ in paths]
+
+    backend = ClassifyBackend(Classifier(), name="vit")
+    grey, fine = backend.process([((b"grey",), 1), ((b"rgb",), 1)])
+    assert isinstance(grey, RequestError) and grey.status == 422
+    assert str(grey) == (
+        "<upload>/0.img: image has 1 channel(s) (mode L) but 3 expected; convert the image "
+        "before sending it"
+    )
+    assert fine == [{"labels": ["a"], "probs": [1.0]}]

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from attnkit.data.errors import DataError
+from attnkit.data.errors import DataError, advise
+from attnkit.data.images import ChannelCountError
 from attnkit.viz.report import samples_json
 from attnkit.viz.samples import translation_sample
 
@@ -222,7 +223,8 @@ class ClassifyBackend(Backend):
                     path.write_bytes(image)
                     paths.append(path)
             try:
-                preds = self.classifier.classify(paths, top_k=top_k)
+                with advise(ChannelCountError, "convert the image before sending it"):
+                    preds = self.classifier.classify(paths, top_k=top_k)
             except DataError as err:
                 raise RequestError(422, str(err).splitlines()[0].replace(tmp, "<upload>")) from None
         out, k = [], 0
