@@ -102,40 +102,73 @@ def test_help_and_version_return_status_zero(capsys) -> None:
     assert out.startswith("attnkit ") and "--file FILE" in out
 
 
+def _stored_run(folder) -> None:
+    """A run folder whose config.json holds what the resume checks compare with."""
+    from attnkit.training.runfolder import write_run_config
+
+    folder.mkdir()
+    write_run_config(
+        folder,
+        {
+            "model_type": "transformer",
+            "model": {"d_model": 32},
+            "data": {"source": "dates", "batch_size": 64, "block_size": 128},
+            "train": {"seed": 0, "max_tokens": 3000, "lr": 0.001},
+        },
+    )
+
+
 @pytest.mark.parametrize(
-    ("argv", "flags"),
+    ("argv", "changed"),
     [
-        (["train", "--data", "dates"], "--data"),
-        (["train", "--model=bahdanau"], "--model"),
-        (["train", "--max-tok", "100"], "--max-tokens"),  # abbreviated as argparse allows
-        (["train-lm", "--data", "x.txt", "--preset", "char-small"], "--data, --preset"),
-        (["train-vit", "--data", "digits"], "--data"),
-        (["train-vit", "--seed", "1", "--config", "c.toml"], "--config, --seed"),
+        (["train", "--data", "fra-eng"], "--data (the run has 'dates')"),
+        (["train", "--model=bahdanau"], "--model (the run has 'transformer')"),
+        (["train", "--max-tok", "100"], "--max-tokens (the run has 3000)"),  # abbreviated
+        (["train-lm", "--block-size", "64"], "--block-size (the run has 128)"),
+        (["train-vit", "--seed", "1"], "--seed (the run has 0)"),
+        (["train", "--set", "model.d_model=64"], "--set model.d_model (the run has 32)"),
     ],
 )
-def test_resume_refuses_flags_it_would_ignore(
-    argv: list[str], flags: str, tmp_path, capsys
+def test_resume_refuses_flags_that_would_change_the_run(
+    argv: list[str], changed: str, tmp_path, capsys
 ) -> None:
-    """Even at their default values: the run keeps its data, model and batches."""
+    """Such a flag would be ignored: it is an error naming the run's value."""
     from attnkit.cli import main
 
+    _stored_run(tmp_path / "run")
     assert main([*argv, "--run", str(tmp_path / "run"), "--resume"]) == 2
     err = capsys.readouterr().err
-    assert f"it cannot change {flags}; start a new run" in err and err.count("\n") == 1
-    # resumable settings pass this check (and the missing run is what is reported)
-    assert main([argv[0], "--run", str(tmp_path / "run"), "--resume", "--epochs", "2"]) == 2
-    assert "no checkpoint to resume from" in capsys.readouterr().err
-    assert not (tmp_path / "run").exists()  # nor is the folder left behind
+    assert f"it cannot change {changed}; start a new run" in err and err.count("\n") == 1, err
 
 
-def test_resume_overrides_of_a_library_namespace() -> None:
+def test_resume_takes_the_command_that_started_the_run(tmp_path, caplog) -> None:
+    """`attnkit train --data dates --run R` + `--resume`: the run's own values pass, resumable
+    settings change, and what cannot be compared (--config) is named in a warning."""
+    from attnkit.cli import build_parser
     from attnkit.cli.options import resume_overrides
     from attnkit.config import ConfigError
 
-    plain = argparse.Namespace(set=[], epochs=3, seed=None, config=None, data=None)
-    assert resume_overrides(plain, fixed=("data",)) == {"epochs": 3}
-    with pytest.raises(ConfigError, match="cannot change --data"):
-        resume_overrides(argparse.Namespace(**{**vars(plain), "data": "x"}), fixed=("data",))
+    run = tmp_path / "run"
+    _stored_run(run)
+    argv = ["train", "--data", "dates", "--model", "transformer", "--seed", "0", "--set"]
+    argv += ["model.d_model=32", "--set", "train.lr=0.001", "--epochs", "9", "--config", "c.toml"]
+    args = build_parser().parse_args([*argv, "--run", str(run), "--resume"])
+    args.argv = argv
+    fixed = {"data": "data.source", "model": "model_type"}
+    with caplog.at_level("WARNING"):
+        assert resume_overrides(args, run, fixed=fixed) == {"epochs": 9}
+    assert "--config: not read again on --resume" in caplog.text
+    # no stored run to compare with: a setting outside train is refused as it stands
+    with pytest.raises(ConfigError, match="cannot change --set model.d_model; start a new"):
+        resume_overrides(args, tmp_path / "none", fixed=fixed)
+
+
+def test_a_resume_of_nothing_leaves_no_folder(tmp_path, capsys) -> None:
+    from attnkit.cli import main
+
+    assert main(["train", "--run", str(tmp_path / "run"), "--resume", "--epochs", "2"]) == 2
+    assert "no checkpoint to resume from" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize(

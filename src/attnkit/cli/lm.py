@@ -29,6 +29,16 @@ from attnkit.cli.options import (
 __all__ = ["register", "resolve_lm_config", "evaluate_lm", "attention_lm", "report_lm"]
 
 
+#: Flags a resume may not change, and where config.json keeps them (None: not comparable).
+_FIXED = {
+    "data": "data.source",
+    "preset": None,
+    "init_from": "init_from",
+    "batch_size": "data.batch_size",
+    "block_size": "data.block_size",
+}
+
+
 def register(sub: Any) -> None:
     from attnkit.lm.config import LM_PRESETS
 
@@ -153,11 +163,7 @@ def cmd_train_lm(args: argparse.Namespace) -> int:
 
     apply_threads(args)
     cfg = None if args.resume else resolve_lm_config(args)
-    overrides = (
-        resume_overrides(args, fixed=("data", "preset", "init_from", "batch_size", "block_size"))
-        if args.resume
-        else None
-    )
+    overrides = resume_overrides(args, run_dir, fixed=_FIXED) if args.resume else None
     result, generator = train_lm(
         cfg,
         run_dir,

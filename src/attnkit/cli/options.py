@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import re
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "positive_int",
@@ -167,8 +170,9 @@ def add_run_options(parser: Any, *, set_example: str, budget_example: str = "20m
     parser.add_argument(
         "--resume",
         action="store_true",
-        help="continue the run in --run exactly (its data, model and batches stay; --epochs, "
-        "--time-budget, --device, --eval-every and --set train.KEY may change)",
+        help="continue the run in --run exactly: its data, model and batches stay (the starting "
+        "command may be repeated); --epochs, --time-budget, --device, --eval-every and some "
+        "--set train.KEY may change",
     )
     parser.add_argument(
         "--nproc",
@@ -208,34 +212,89 @@ def _typed(args: argparse.Namespace, flag: str) -> bool:
     return False
 
 
-def resume_overrides(args: argparse.Namespace, *, fixed: Sequence[str] = ()) -> dict[str, Any]:
+def _stored_config(run: str | Path) -> dict[str, Any] | None:
+    """The ``config`` sections of ``run``'s config.json, or None when there is none to read
+    (the resume then fails with its own message)."""
+    from attnkit.training.runfolder import read_run_config
+
+    if not (Path(run) / "config.json").is_file():
+        return None
+    try:
+        return read_run_config(run)
+    except ValueError:
+        return None
+
+
+def _lookup(config: dict[str, Any], path: str) -> Any:
+    node: Any = config
+    for part in path.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
+def _same(given: Any, stored: Any) -> bool:
+    """A flag's value and the run's stored one are the same (paths compared resolved)."""
+    if given == stored or str(given) == str(stored):
+        return True
+    if isinstance(given, str) and isinstance(stored, str):
+        return Path(given).expanduser().resolve() == Path(stored).expanduser().resolve()
+    return False
+
+
+def resume_overrides(
+    args: argparse.Namespace, run_dir: str | Path, *, fixed: Mapping[str, str | None] | None = None
+) -> dict[str, Any]:
     """Train settings given on a ``--resume`` command line (flags and ``--set train.KEY=VALUE``).
+
+    The command that started a run may be given again with ``--resume``: a flag or ``--set``
+    that the run cannot change is accepted when it has the run's stored value and is an error
+    when it differs (it would otherwise be ignored).
 
     Args:
         args: the parsed command line.
-        fixed: names of flags of this command that a resume may not change (an error if given,
-            with a default value too: the run keeps its data, model and batches); ``--config``
-            and ``--seed`` never may.
+        run_dir: the run folder being resumed.
+        fixed: flags of this command that a resume may not change (flag name -> the
+            ``section.key`` it sets in config.json, or None where it cannot be compared: a
+            warning says it is not read again); ``--seed`` and ``--config`` are always fixed.
     """
     from attnkit.config import ConfigError, apply_overrides
+    from attnkit.training.runfolder import RESUMABLE_TRAIN_FIELDS
 
-    given = [
-        flag
-        for flag in (f"--{name.replace('_', '-')}" for name in (*fixed, "config", "seed"))
-        if _typed(args, flag)
-    ]
-    if given:
+    stored = _stored_config(run_dir)
+    changed, unread = [], []
+    for name, path in {**(fixed or {}), "seed": "train.seed", "config": None}.items():
+        flag = f"--{name.replace('_', '-')}"
+        if not _typed(args, flag):
+            continue
+        if path is None:
+            unread.append(flag)
+        elif stored is not None and not _same(getattr(args, name), _lookup(stored, path)):
+            changed.append(f"{flag} (the run has {_lookup(stored, path)!r})")
+    sets = apply_overrides({}, args.set)
+    overrides = dict(sets.get("train", {}))
+    for section, values in sets.items():
+        for key, value in values.items() if isinstance(values, dict) else [("", values)]:
+            name = f"{section}.{key}".rstrip(".")
+            if section == "train" and key in RESUMABLE_TRAIN_FIELDS:
+                continue
+            have = None if stored is None else _lookup(stored, name)
+            if stored is not None and _same(value, have):
+                if section == "train":
+                    del overrides[key]  # the run's own value: nothing changes
+            elif section != "train":
+                changed.append(
+                    f"--set {name}" + ("" if stored is None else f" (the run has {have!r})")
+                )
+    if changed:
         raise ConfigError(
-            f"--resume continues the run as it was: it cannot change {', '.join(given)}; "
+            f"--resume continues the run as it was: it cannot change {', '.join(changed)}; "
             "start a new run (another --run folder) for that"
         )
-    sets = apply_overrides({}, args.set)
-    if set(sets) - {"train"}:
-        raise ConfigError(
-            f"--resume can only change train settings, got --set for "
-            f"{sorted(set(sets) - {'train'})}"
+    if unread:
+        log.warning(
+            "%s: not read again on --resume (the run keeps the settings it started with)",
+            ", ".join(unread),
         )
-    overrides = dict(sets.get("train", {}))
     for flag in ("epochs", "time_budget", "device", "eval_every"):  # those the command has
         if getattr(args, flag, None) is not None:
             overrides[flag] = getattr(args, flag)

@@ -32,18 +32,18 @@ __all__ = [
 ]
 
 #: Flags of ``finetune`` that fix the run (a ``--resume`` may not change them).
-_FIXED = (
-    "model",
-    "data",
-    "valid",
-    "text_column",
-    "label_column",
-    "batch_size",
-    "max_length",
-    "lr",
-    "regression",
-    "config",
-)
+#: Flags a resume may not change, and where config.json keeps them (None: not comparable).
+_FIXED = {
+    "model": "backbone.source",
+    "data": "data.source",
+    "valid": "data.valid",
+    "text_column": "data.text_column",
+    "label_column": "data.label_column",
+    "batch_size": "data.batch_size",
+    "max_length": "data.max_length",
+    "lr": "train.lr",
+    "regression": None,
+}
 
 
 def register(sub: Any) -> None:
@@ -162,7 +162,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
     apply_threads(args)
     cfg = None if args.resume else resolve_textclass_config(args)
-    overrides = resume_overrides(args, fixed=_FIXED) if args.resume else None
+    overrides = resume_overrides(args, run_dir, fixed=_FIXED) if args.resume else None
     result, classifier = train_textclass(
         cfg,
         run_dir,

@@ -181,8 +181,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     apply_threads(args)
     cfg = None if args.resume else resolve_run_config(args)
-    fixed = ("data", "valid", "model", "max_tokens")
-    overrides = resume_overrides(args, fixed=fixed) if args.resume else None
+    fixed = {
+        "data": "data.source",
+        "valid": "data.valid",
+        "model": "model_type",
+        "max_tokens": "train.max_tokens",
+    }
+    overrides = resume_overrides(args, run_dir, fixed=fixed) if args.resume else None
     result, translator = train_translator(
         cfg, run_dir, resume=args.resume, progress=progress_wanted(args), train_overrides=overrides
     )

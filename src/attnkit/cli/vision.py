@@ -119,7 +119,13 @@ def cmd_train_vit(args: argparse.Namespace) -> int:
 
     apply_threads(args)
     cfg = None if args.resume else resolve_vision_config(args)
-    overrides = resume_overrides(args, fixed=("data", "batch_size")) if args.resume else None
+    overrides = (
+        resume_overrides(
+            args, run_dir, fixed={"data": "data.source", "batch_size": "data.batch_size"}
+        )
+        if args.resume
+        else None
+    )
     with advise(ChannelCountError, "convert the file or pass --set data.convert=true"):
         result, classifier = train_classifier(
             cfg,
