@@ -9,6 +9,9 @@ Rows (ratios are speed ratios, higher = attnkit faster; runs alternate, medians 
   change on the held-out sentences (target |delta| <= 0.5);
 * attnkit int8 vs float32 on sentences translated one per call (interactive use; no target);
 * CTranslate2 int8 vs float32 (for reference, no target);
+* attnkit int8 vs float32 on a larger model (Transformer-base sizes at ``full``/``quick``) with
+  random weights, the same sentences and a fixed number of greedy steps (no target): how the
+  int8 gain grows with the share of a step that the matrix products take;
 * the HTTP server: requests/s with 32 concurrent clients (dynamic batching) vs one request at a
   time (target >= 5x), the p50/p99 latency of both, and the server process's memory over a soak
   of concurrent requests (10,000 at the ``full`` size; target: flat, < 10% growth after the
@@ -57,10 +60,22 @@ class DeploySizes:
     requests_per_client: int
     sequential_requests: int
     soak_requests: int
+    scaling_model: dict[str, int]
+    scaling_steps: int
 
 
 #: Sentences of the one-per-call row (interactive use).
 ALONE = 32
+
+#: "Attention Is All You Need"'s base model (with an 8,000-token vocabulary) for the scaling row.
+_BASE = dict(
+    d_model=512,
+    num_heads=8,
+    ffn_hidden=2048,
+    num_encoder_layers=6,
+    num_decoder_layers=6,
+    vocab_size=8000,
+)
 
 DEPLOY_SIZES = {
     "full": DeploySizes(
@@ -75,6 +90,8 @@ DEPLOY_SIZES = {
         requests_per_client=20,
         sequential_requests=100,
         soak_requests=10000,
+        scaling_model=_BASE,
+        scaling_steps=16,
     ),
     "quick": DeploySizes(
         model=dict(
@@ -88,6 +105,8 @@ DEPLOY_SIZES = {
         requests_per_client=5,
         sequential_requests=40,
         soak_requests=2000,
+        scaling_model=_BASE,
+        scaling_steps=16,
     ),
     "tiny": DeploySizes(  # for tests: every code path, figures mean nothing
         model=dict(
@@ -101,6 +120,15 @@ DEPLOY_SIZES = {
         requests_per_client=2,
         sequential_requests=4,
         soak_requests=64,
+        scaling_model=dict(
+            d_model=64,
+            num_heads=2,
+            ffn_hidden=128,
+            num_encoder_layers=1,
+            num_decoder_layers=1,
+            vocab_size=500,
+        ),
+        scaling_steps=3,
     ),
 }
 
@@ -288,6 +316,61 @@ def _engine_rows(
     return rows
 
 
+def _scaling_rows(run: Path, sentences: list[str], sizes: DeploySizes) -> list[Row]:
+    """int8 vs float32 greedy on a model of ``sizes.scaling_model`` with random weights: the
+    run's sentences (their token ids folded into the vocabulary), ``sizes.scaling_steps`` greedy
+    steps for every sentence (EOS forbidden until then), so both precisions do the same work."""
+    from attnkit.config import DecodeConfig, TransformerConfig
+    from attnkit.data.batching import pad_sequences
+    from attnkit.data.text import EOS_ID, PAD_ID
+    from attnkit.decoding import greedy_decode
+    from attnkit.models.quantize import quantize_int8
+    from attnkit.models.transformer import Transformer
+    from attnkit.translation.translator import Translator
+
+    sizes_model = dict(sizes.scaling_model)
+    vocab = sizes_model.pop("vocab_size")
+    ids = Translator.load(run, device="cpu").encode_sources(sentences)
+    first = EOS_ID + 1  # the special tokens come first
+    src, _ = pad_sequences([[first + t % (vocab - first) for t in s] + [EOS_ID] for s in ids])
+    mask = src != PAD_ID
+    torch.manual_seed(0)
+    config = TransformerConfig(
+        src_vocab_size=vocab,
+        tgt_vocab_size=vocab,
+        max_len=max(src.shape[1], sizes.scaling_steps) + 1,
+        norm_first=True,
+        dropout=0.0,
+        **sizes_model,
+    )
+    fp32 = Transformer(config).eval()
+    int8 = quantize_int8(fp32)
+    forced = DecodeConfig(beam_size=1, min_len_a=1e3)
+    steps = sizes.scaling_steps
+
+    def greedy(model: torch.nn.Module) -> Any:
+        with torch.inference_mode():
+            return greedy_decode(model, src, mask, max_len=steps, config=forced)
+
+    times = alternate(
+        {"float32": lambda: greedy(fp32), "int8": lambda: greedy(int8)},
+        repeats=sizes.repeats,
+        warmup=1,
+    )
+    d, layers = config.d_model, f"{config.num_encoder_layers}+{config.num_decoder_layers}"
+    row = _speed_row(
+        f"greedy, {len(sentences)} sentences x {steps} steps, random weights, d_model {d}, "
+        f"{layers} layers, FFN {config.ffn_hidden}, {vocab:,} tokens: attnkit int8 vs float32 "
+        "(speed)",
+        times,
+        "int8",
+        "float32",
+        target=None,
+    )
+    row.note = "how the int8 gain grows with the model: products are a larger share of a step"
+    return [row]
+
+
 def _percentile(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
@@ -443,6 +526,7 @@ def deploy_rows(
         for group in (
             lambda: _engine_rows(folder, sentences, refs, preset, Path(tmp)),
             lambda: _server_rows(folder, sentences, preset),
+            lambda: _scaling_rows(folder, sentences, preset),
         ):
             new = group()
             rows.extend(new)
