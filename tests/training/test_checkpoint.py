@@ -131,7 +131,7 @@ def test_weights_that_do_not_fit(tmp_path) -> None:
     with pytest.raises(CheckpointError) as err:
         load_checkpoint(tmp_path / "c", TiedLM(vocab=12))
     assert "shape mismatches: " in str(err.value) and "\n" not in str(err.value)
-    assert "a checkpoint of another model; load it with the run it came from" in str(err.value)
+    assert "a checkpoint of another model (load it with the run it came from)" in str(err.value)
     other = nn.Sequential(nn.Linear(2, 2))
     with pytest.raises(CheckpointError, match="missing keys: 0.weight.*unexpected keys"):
         load_checkpoint(tmp_path / "c", other)

@@ -227,7 +227,7 @@ TRAIN_KILLS: list[tuple[str, Trigger] | tuple[str, Trigger, Trigger]] = [
     ("parsing the command line", after(0.0)),
     ("generating the corpus, training tokenizers", after(0.25)),
     ("writing the tokenizers", exists("tokenizer.tmp/*/*"), exists("config.json")),
-    ("config.json written, model being built", exists("config.json")),
+    ("config.json written, training starting", exists("config.json")),
     ("training before the first checkpoint", new_rows(1)),
     ("writing the first recent-* weights", exists("checkpoints/recent-*.tmp/model.safetensors")),
     ("writing the first best-* checkpoint", exists("checkpoints/best-*.tmp/state.pt")),

@@ -164,3 +164,34 @@ def test_two_trainings_of_one_run(tmp_path: Path, capsys, caplog) -> None:
         assert main(train_argv(run, "--resume", "--epochs", "1")) == 0
     assert f"lock left by process {first.pid} " in caplog.text
     assert not (run / LOCK_FILE).exists()
+
+
+def test_a_failed_start_removes_only_a_folder_it_made_and_only_before_config_json(
+    tmp_path, monkeypatch, capsys
+) -> None:
+    """Before config.json the folder a start made is removed (nothing to resume); after it,
+    everything stays; a folder that existed before is never removed."""
+    import attnkit.training.runs as runs
+    from attnkit.cli import main
+
+    def boom(self):
+        raise RuntimeError("training failed")
+
+    monkeypatch.setattr(runs.Trainer, "fit", boom)
+    argv = ["train", "--data", "dates", "--epochs", "1", "--no-progress", "--run"]
+    assert main([*argv, str(tmp_path / "late")]) == 2  # failed after config.json was written
+    assert "training failed" in capsys.readouterr().err
+    assert (tmp_path / "late" / "config.json").is_file()
+
+    def refuse(*args, **kwargs):
+        raise runs.ConfigError("refused before config.json")
+
+    monkeypatch.setattr(runs, "check_warmup", refuse)
+    assert main([*argv, str(tmp_path / "deep" / "early")]) == 2
+    assert "refused before config.json" in capsys.readouterr().err
+    assert not (tmp_path / "deep" / "early").exists() and (tmp_path / "deep").is_dir()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    assert main([*argv, str(mine)]) == 2
+    capsys.readouterr()
+    assert mine.is_dir() and not (mine / "config.json").exists()  # not made by it: kept

@@ -161,3 +161,28 @@ def test_resume_from_state_dict(kind: str, with_optimizer: bool) -> None:
 def test_bad_arguments(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         make_scheduler(make_optimizer(), **kwargs)
+
+
+def test_check_warmup_counts_updates_like_the_trainer() -> None:
+    """updates = epochs * batches // accum_steps, as the trainer plans its decay."""
+    from attnkit.config import ConfigError, TrainConfig
+    from attnkit.training.schedules import check_warmup
+
+    train = TrainConfig(epochs=2, warmup_steps=6, schedule="cosine", accum_steps=4)
+    with pytest.raises(ConfigError) as err:
+        check_warmup(train, 13)  # 2 * 13 // 4 = 6 updates: none left after the warm-up
+    assert str(err.value) == (
+        "train.warmup_steps=6 is not below the 6 updates of this run (2 epochs of 13 batches, "
+        "4 per update); shorten the warm-up (--set train.warmup_steps=0) or train longer "
+        "(--epochs)"
+    )
+    with pytest.raises(ConfigError, match=r"\); a resumed run keeps its warm-up: train longer"):
+        check_warmup(train, 13, resumed=True)
+    check_warmup(train, 14)  # 7 updates
+    check_warmup(TrainConfig(epochs=1, warmup_steps=50, schedule="constant"), 3)  # no decay
+    make_scheduler(
+        torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0),
+        "cosine",
+        warmup_steps=6,
+        total_steps=7,
+    )  # the scheduler accepts what the check accepts

@@ -368,3 +368,21 @@ def test_a_warm_up_longer_than_the_run_names_the_setting_and_leaves_no_run(tmp_p
     assert not (tmp_path / "run" / "config.json").exists()  # the same command may run again
     assert main([*argv, "--set", "train.warmup_steps=0", "--no-progress"]) == 0
     assert (tmp_path / "run" / "config.json").is_file()
+
+
+def test_a_stored_built_in_run_with_folder_settings_still_loads(digits_run, tmp_path, capsys):
+    """Runs of earlier versions may record data.image_size for digits (accepted then, unused):
+    only new runs are refused such settings."""
+    import json
+    import shutil
+
+    run, _ = digits_run
+    old = tmp_path / "old"
+    shutil.copytree(run, old)
+    raw = json.loads((old / "config.json").read_text())
+    raw["config"]["data"]["image_size"] = 16
+    (old / "config.json").write_text(json.dumps(raw))
+    image = torch.zeros(1, 8, 8)
+    image[0, 1:7, 3:5] = 1.0  # a stroke: a one
+    assert main(["classify", "--run", str(old), str(digit_png(tmp_path / "d.png", image))]) == 0
+    capsys.readouterr()

@@ -171,8 +171,8 @@ def add_run_options(parser: Any, *, set_example: str, budget_example: str = "20m
         "--resume",
         action="store_true",
         help="continue the run in --run exactly: its data, model and batches stay (the starting "
-        "command may be repeated); --epochs, --time-budget, --device, --eval-every and some "
-        "--set train.KEY may change",
+        "command may be repeated); --epochs, --time-budget, --device and --set train.KEY "
+        "(patience, keep_best, ...) may change",
     )
     parser.add_argument(
         "--nproc",
@@ -232,6 +232,16 @@ def _lookup(config: dict[str, Any], path: str) -> Any:
     return node
 
 
+def _run_has(config: dict[str, Any], path: str) -> str:
+    """How an error names a run's stored value: "the run has 3000" (or none, or no such key)."""
+    *sections, key = path.split(".")
+    table = _lookup(config, ".".join(sections)) if sections else config
+    if not isinstance(table, dict) or key not in table:
+        return "the run has no such setting"
+    value = table[key]
+    return "the run has none" if value is None else f"the run has {value!r}"
+
+
 def _same(given: Any, stored: Any) -> bool:
     """A flag's value and the run's stored one are the same (paths compared resolved)."""
     if given == stored or str(given) == str(stored):
@@ -269,22 +279,19 @@ def resume_overrides(
         if path is None:
             unread.append(flag)
         elif stored is not None and not _same(getattr(args, name), _lookup(stored, path)):
-            changed.append(f"{flag} (the run has {_lookup(stored, path)!r})")
+            changed.append(f"{flag} ({_run_has(stored, path)})")
     sets = apply_overrides({}, args.set)
     overrides = dict(sets.get("train", {}))
-    for section, values in sets.items():
-        for key, value in values.items() if isinstance(values, dict) else [("", values)]:
-            name = f"{section}.{key}".rstrip(".")
-            if section == "train" and key in RESUMABLE_TRAIN_FIELDS:
-                continue
-            have = None if stored is None else _lookup(stored, name)
-            if stored is not None and _same(value, have):
+    if stored is not None:  # (no run to compare with: the resume fails with its own message)
+        for section, values in sets.items():
+            for key, value in values.items() if isinstance(values, dict) else [("", values)]:
+                name = f"{section}.{key}".rstrip(".")
+                if section == "train" and key in RESUMABLE_TRAIN_FIELDS:
+                    continue  # a change a resume may make
+                if not _same(value, _lookup(stored, name)):
+                    changed.append(f"--set {name} ({_run_has(stored, name)})")
                 if section == "train":
-                    del overrides[key]  # the run's own value: nothing changes
-            elif section != "train":
-                changed.append(
-                    f"--set {name}" + ("" if stored is None else f" (the run has {have!r})")
-                )
+                    del overrides[key]  # the run's own value (or refused): nothing to change
     if changed:
         raise ConfigError(
             f"--resume continues the run as it was: it cannot change {', '.join(changed)}; "

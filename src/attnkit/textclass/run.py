@@ -69,6 +69,7 @@ from attnkit.training import distributed as dist
 from attnkit.training.checkpoint import load_checkpoint
 from attnkit.training.runfolder import find_checkpoint
 from attnkit.training.runs import train_run
+from attnkit.training.schedules import check_warmup
 from attnkit.training.trainer import TrainResult
 
 __all__ = [
@@ -220,7 +221,8 @@ class TextClassRecipe:
                 f"layers, d_model {resolved.config.d_model}); pooling: {pooling}"
             )
         cfg.metric()  # the checkpoint metric fits the problem
-        _check_warmup(cfg, len(data.train))
+        if resolved is not None:  # (a resume keeps the warm-up its run started with)
+            _check_warmup(cfg, len(data.train))
         if cfg.finetune.freeze_layers > cfg.backbone.num_layers:
             raise ConfigError(
                 f"finetune.freeze_layers={cfg.finetune.freeze_layers} exceeds the backbone's "
@@ -279,21 +281,12 @@ def validation_texts(cfg: TextClassRunConfig) -> LabelledTexts:
 
 
 def _check_warmup(cfg: TextClassRunConfig, examples: int) -> None:
-    """A decay planned over steps needs more updates than the warm-up (checked before the model
-    is loaded, with a fix in the message)."""
-    t = cfg.train
-    if t.schedule not in ("cosine", "linear") or t.decays_by_time:
-        return
-    if cfg.data.max_tokens is not None:
-        return  # the number of batches is known only once they are packed
-    updates = t.epochs * -(-examples // cfg.data.batch_size) // t.accum_steps
-    if updates <= t.warmup_steps:
-        raise ConfigError(
-            f"train.warmup_steps={t.warmup_steps} is not shorter than the run's {updates} "
-            f"updates ({t.epochs} epochs of {examples} texts in batches of "
-            f"{cfg.data.batch_size}); lower it, e.g. --set train.warmup_steps="
-            f"{max(updates // 10, 0)}, or train longer"
-        )
+    """:func:`~attnkit.training.schedules.check_warmup` before the backbone is loaded (with
+    ``data.max_tokens`` the batches are known only once packed: checked when training starts)."""
+    if cfg.data.max_tokens is None:
+        batches = -(-examples // cfg.data.batch_size)
+        how = f"{examples} texts in batches of {cfg.data.batch_size}"
+        check_warmup(cfg.train, batches, how)
 
 
 def _pretrained_backbone(resolved: ResolvedBackbone) -> nn.Module:

@@ -284,8 +284,8 @@ def load_weights(model: nn.Module, tensors: dict[str, Tensor], source: str = "st
         found = "; ".join(f"{what}: {_short(keys)}" for what, keys in problems.items() if keys)
         raise CheckpointError(
             f"{source} does not fit {type(model).__name__} ({found}): it is a checkpoint of "
-            "another model; load it with the run it came from (--checkpoint: best, last or a "
-            "name under this run's checkpoints)"
+            "another model (load it with the run it came from), or the run's config.json was "
+            "changed after training (its meta.json has the config it was trained with)"
         )
     model.load_state_dict(tensors, strict=False)
 

@@ -9,10 +9,15 @@ its model and its trainer task); :func:`train_run` does the rest, the same way f
 2. the device is chosen and, under torchrun, the process group joined;
 3. rank 0 prepares the data first (downloads, tokenizers) while the other ranks wait, then they
    read what rank 0 wrote;
-4. the model is built (seeded) from the config with its data-derived fields filled in, and the
-   resolved config is written to ``config.json``;
-5. the :class:`~attnkit.training.trainer.Trainer` fits, resuming exactly from the checkpoint;
+4. the model is built (seeded) from the config with its data-derived fields filled in, the
+   warm-up is checked against the run's length, the
+   :class:`~attnkit.training.trainer.Trainer` is set up, and then the resolved config is
+   written to ``config.json``;
+5. the trainer fits, resuming exactly from the checkpoint;
 6. rank 0 draws ``curves.png``.
+
+A new run's start that fails before ``config.json`` exists (bad data, a refused setting,
+Ctrl-C while preparing) removes the folder it made; from ``config.json`` on, nothing is removed.
 
 Rank 0 holds the folder's write lock (:mod:`attnkit.training.runlock`) throughout: a second
 writer fails at once. A resume drops the ``metrics.jsonl`` rows logged after its checkpoint
@@ -27,6 +32,7 @@ flags, in that order of precedence (the last wins).
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -54,7 +60,8 @@ from attnkit.training.runfolder import (
     write_curves,
     write_run_config,
 )
-from attnkit.training.runlock import run_lock
+from attnkit.training.runlock import LOCK_FILE, run_lock
+from attnkit.training.schedules import check_warmup
 from attnkit.training.trainer import Task, Trainer, TrainResult, resolve_device
 
 __all__ = ["RunRecipe", "TrainedRun", "DiskFullError", "train_run", "resolve_config"]
@@ -143,21 +150,52 @@ def train_run(
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"--run {run_dir}: is a file; the run folder must be a folder (or new)")
-    created = not run_dir.exists()
+    created = _new_folder(run_dir)
+    failed_start = False
     try:
-        with run_lock(run_dir, f"{recipe.train_command} --run {run_dir}"):
+        with run_lock(run_dir, f"{recipe.train_command} --run {run_dir}") as lock:
             try:
-                return _train_locked(recipe, cfg, run_dir, resume, progress, train_overrides)
-            except OSError as err:
-                if not is_disk_full(err) or isinstance(err, DiskFullError):
-                    raise
-                raise _disk_full(recipe, run_dir, err) from err
-    except BaseException:
-        # A start that failed before config.json (bad data, a refused setting, Ctrl-C while
-        # preparing) leaves no folder it made behind; once config.json exists, all is kept.
-        if created and dist.is_main() and not (run_dir / "config.json").exists():
-            shutil.rmtree(run_dir, ignore_errors=True)
-        raise
+                try:
+                    return _train_locked(recipe, cfg, run_dir, resume, progress, train_overrides)
+                except OSError as err:
+                    if not is_disk_full(err) or isinstance(err, DiskFullError):
+                        raise
+                    raise _disk_full(recipe, run_dir, err) from err
+            except BaseException:
+                # A start that failed before config.json (bad data, a refused setting, Ctrl-C
+                # while preparing) leaves nothing in the folder it made, whoever holds the
+                # lock emptying it; once config.json exists everything is kept.
+                if created and lock is not None and not (run_dir / "config.json").exists():
+                    failed_start = True
+                    _empty_except_lock(run_dir)
+                raise
+    finally:
+        if failed_start:  # the lock is released: the folder goes if nothing came in since
+            with contextlib.suppress(OSError):
+                run_dir.rmdir()
+
+
+def _new_folder(run_dir: Path) -> bool:
+    """Make ``run_dir`` (and its parents); True when this call made it (atomic: of two
+    processes starting the same new run, one)."""
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        run_dir.mkdir()
+    except FileExistsError:
+        return False
+    return True
+
+
+def _empty_except_lock(run_dir: Path) -> None:
+    """Remove what a failed start wrote into the folder it made (not the lock it holds)."""
+    for path in run_dir.iterdir():
+        if path.name == LOCK_FILE:
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                path.unlink()
 
 
 def _disk_full(recipe: RunRecipe[Any, Any], run_dir: Path, err: OSError) -> DiskFullError:
@@ -208,9 +246,11 @@ def _train_locked(
     torch.manual_seed(train.seed)
     cfg, model = recipe.build(cfg, data)
     config_dict = recipe.config_dict(cfg, data)
+    task = recipe.task(cfg, data, device)
+    check_warmup(train, task.batches_per_epoch(), resumed=resume)
     trainer = Trainer(
         model,
-        recipe.task(cfg, data, device),
+        task,
         train,
         run_dir=run_dir,
         run_config=config_dict,

@@ -36,8 +36,11 @@ from collections.abc import Callable
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LambdaLR
 
+from attnkit.config import ConfigError, TrainConfig
+
 __all__ = [
     "SCHEDULES",
+    "check_warmup",
     "make_scheduler",
     "paper_peak_lr",
     "inverse_sqrt_multiplier",
@@ -123,6 +126,37 @@ class _LambdaLR(LambdaLR):
         super().load_state_dict(state_dict)
         for group, lr in zip(self.optimizer.param_groups, self.get_last_lr(), strict=True):
             group["lr"] = lr
+
+
+def check_warmup(
+    train: TrainConfig, batches_per_epoch: int, batches: str = "", *, resumed: bool = False
+) -> None:
+    """A new run whose decay is planned over steps (cosine or linear, not by time) needs more
+    updates than its warm-up: a one-line ConfigError naming ``train.warmup_steps`` otherwise.
+
+    Args:
+        train: the run's train settings.
+        batches_per_epoch: batches in one epoch.
+        batches: how the message describes an epoch's batches (default "N batches").
+        resumed: the run is being resumed (its warm-up cannot change: the advice is --epochs).
+    """
+    if train.schedule not in DECAYING or train.decays_by_time:
+        return
+    updates = max(1, train.epochs * max(1, batches_per_epoch) // train.accum_steps)
+    if updates > train.warmup_steps:
+        return
+    per_update = f", {train.accum_steps} per update" if train.accum_steps > 1 else ""
+    fix = (
+        "a resumed run keeps its warm-up: train longer (--epochs)"
+        if resumed
+        else f"shorten the warm-up (--set train.warmup_steps={updates // 10}) or train longer "
+        "(--epochs)"
+    )
+    raise ConfigError(
+        f"train.warmup_steps={train.warmup_steps} is not below the {updates} updates of this "
+        f"run ({train.epochs} epochs of {batches or f'{batches_per_epoch} batches'}"
+        f"{per_update}); {fix}"
+    )
 
 
 def make_scheduler(

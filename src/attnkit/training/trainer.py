@@ -36,7 +36,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
-from attnkit.config import ConfigError, TrainConfig, to_dict
+from attnkit.config import TrainConfig, to_dict
 from attnkit.files import append_json_line
 from attnkit.hardware import has_amx_bf16
 from attnkit.training import distributed as dist
@@ -44,7 +44,7 @@ from attnkit.training.allocator import tune_glibc_malloc
 from attnkit.training.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state
 from attnkit.training.manager import CheckpointManager
 from attnkit.training.optimizers import adamw
-from attnkit.training.schedules import DECAYING, make_scheduler
+from attnkit.training.schedules import make_scheduler
 from attnkit.version import __version__
 
 __all__ = ["Task", "Trainer", "TrainingError", "TrainResult", "resolve_device"]
@@ -173,15 +173,8 @@ class Trainer:
             lr=config.lr,
             betas=config.betas,
         )
-        batches = max(1, task.batches_per_epoch())
-        total = max(1, config.epochs * batches // config.accum_steps)
+        total = max(1, config.epochs * max(1, task.batches_per_epoch()) // config.accum_steps)
         by_time = config.decays_by_time
-        if config.schedule in DECAYING and not by_time and total <= config.warmup_steps:
-            raise ConfigError(
-                f"train.warmup_steps={config.warmup_steps} is not below the {total} updates "
-                f"of this run ({config.epochs} epochs of {batches} batches); shorten the "
-                f"warm-up (--set train.warmup_steps={total // 10}) or train longer (--epochs)"
-            )
         self.scheduler = make_scheduler(
             self.optimizer,
             config.schedule,

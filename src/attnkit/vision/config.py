@@ -10,7 +10,7 @@ and classes filled in from the data), ``data`` (:class:`ImageDataConfig`), ``tra
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -82,12 +82,6 @@ class ImageDataConfig:
             (
                 self.crop_padding >= 0,
                 f"ImageDataConfig.crop_padding must be >= 0, got {self.crop_padding}",
-            ),
-            (  # (recorded but unused, they would misdescribe the run)
-                self.source not in BUILTIN_DATA
-                or (self.image_size, self.channels, self.convert) == (32, 3, False),
-                f"ImageDataConfig.image_size, channels and convert apply to image folders; "
-                f"{self.source} images keep their own size and channels: remove them",
             ),
         )
         for ok, message in checks:
@@ -192,7 +186,16 @@ def vision_config_from_dict(data: dict[str, Any]) -> VisionRunConfig:
             f"model.{given[0]} is set by the data; remove it (for an image folder "
             "set data.image_size or data.channels instead)"
         )
-    return from_dict(VisionRunConfig, data, "")
+    cfg = from_dict(VisionRunConfig, data, "")
+    folder_only = ("image_size", "channels", "convert")  # (recorded, unused: misleading)
+    defaults = {f.name: f.default for f in fields(ImageDataConfig)}
+    changed = [k for k in folder_only if getattr(cfg.data, k) != defaults[k]]
+    if cfg.data.source in BUILTIN_DATA and changed:
+        raise ConfigError(
+            f"data.{changed[0]} applies to image folders; {cfg.data.source} images keep their "
+            "own size and channels: remove it"
+        )
+    return cfg
 
 
 def load_vision_config(run_dir: str | Path) -> tuple[VisionRunConfig, list[str]]:
