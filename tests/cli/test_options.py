@@ -67,6 +67,10 @@ def test_a_bad_device_is_a_one_line_error_at_parse_time(command: str, capsys) ->
             "--time-budget=-10s)",
         ),
         (["train", "--time-budget=-10s"], "argument --time-budget: invalid duration '-10s'"),
+        (
+            ["train", "--time-b", "-1m"],
+            "(got '-1m': a value that starts with '-' is written --time-b=-1m)",
+        ),
         (["train", "--time-budget"], "argument --time-budget: expected one argument (see"),
     ],
 )

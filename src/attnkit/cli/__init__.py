@@ -41,9 +41,11 @@ def _dash_value_hint(message: str, given: Sequence[str]) -> str:
     if found is None:
         return ""
     flags = found.group(1).split("/")
-    for flag, value in zip(given, given[1:], strict=False):
-        if flag in flags and value.startswith("-"):
-            return f" (got {value!r}: a value that starts with '-' is written {flag}={value})"
+    for typed, value in zip(given, given[1:], strict=False):
+        # (the flag as typed: whole, or abbreviated as argparse allows)
+        matched = typed.startswith("--") and any(f.startswith(typed) for f in flags)
+        if matched and value.startswith("-"):
+            return f" (got {value!r}: a value that starts with '-' is written {typed}={value})"
     return ""
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -297,7 +298,7 @@ def resume_overrides(
             f"--resume continues the run as it was: it cannot change {', '.join(changed)}; "
             "start a new run (another --run folder) for that"
         )
-    if unread:
+    if unread and os.environ.get("RANK", "0") == "0":  # once under torchrun
         log.warning(
             "%s: not read again on --resume (the run keeps the settings it started with)",
             ", ".join(unread),

@@ -89,7 +89,9 @@ def _check_splits(data: ImageData, source: str) -> None:
     empty = [name for name, size in sizes.items() if size == 0]
     if empty:
         total = sum(sizes.values()) - (sizes["test"] if data.valid is data.test else 0)
+        splits = "training and test" if data.valid is data.test else "training, validation and test"
+        least = 2 if data.valid is data.test else 3
         raise DataError(
             f"{source}: too few images ({total}) for a {' and a '.join(empty)} split; give "
-            "each class at least 3 images (one each for training, validation and test)"
+            f"each class at least {least} images (one each for {splits})"
         )
