@@ -29,14 +29,15 @@ from attnkit.cli.options import (
 __all__ = ["register", "resolve_lm_config", "evaluate_lm", "attention_lm", "report_lm"]
 
 
-#: Flags a resume may not change, and where config.json keeps them (None: not comparable).
-_FIXED = {
-    "data": "data.source",
-    "preset": None,
-    "init_from": "init_from",
+#: Flags that set a config key (flag -> section.key), for the config and for --resume's check.
+_FLAGS = {
     "batch_size": "data.batch_size",
     "block_size": "data.block_size",
+    "eval_every": "train.eval_every",
 }
+#: Flags that choose the preset, data and start instead, and where config.json keeps them
+#: (None: not comparable).
+_CHOSEN = {"data": "data.source", "preset": None, "init_from": "init_from"}
 
 
 def register(sub: Any) -> None:
@@ -139,12 +140,7 @@ def resolve_lm_config(args: argparse.Namespace) -> Any:
         preset,
         config_file=args.config,
         overrides=args.set,
-        flags=run_flags(
-            args,
-            batch_size="data.batch_size",
-            block_size="data.block_size",
-            eval_every="train.eval_every",
-        ),
+        flags=run_flags(args, **_FLAGS),
     )
     if args.init_from:
         merged.pop("model", None)
@@ -163,7 +159,8 @@ def cmd_train_lm(args: argparse.Namespace) -> int:
 
     apply_threads(args)
     cfg = None if args.resume else resolve_lm_config(args)
-    overrides = resume_overrides(args, run_dir, fixed=_FIXED) if args.resume else None
+    fixed = {**_FLAGS, **_CHOSEN}
+    overrides = resume_overrides(args, run_dir, fixed=fixed) if args.resume else None
     result, generator = train_lm(
         cfg,
         run_dir,

@@ -264,19 +264,21 @@ def resume_overrides(
     Args:
         args: the parsed command line.
         run_dir: the run folder being resumed.
-        fixed: flags of this command that a resume may not change (flag name -> the
-            ``section.key`` it sets in config.json, or None where it cannot be compared: a
-            warning says it is not read again); ``--seed`` and ``--config`` are always fixed.
+        fixed: flags of this command (flag name -> the ``section.key`` it sets in config.json,
+            or None where it cannot be compared: a warning says it is not read again); those
+            of resumable train settings (``--eval-every``) are overrides, the others may not
+            change; ``--seed`` and ``--config`` never may.
     """
     from attnkit.config import ConfigError, apply_overrides
     from attnkit.training.runfolder import RESUMABLE_TRAIN_FIELDS
 
     stored = _stored_config(run_dir)
+    resumable = {f"train.{name}" for name in RESUMABLE_TRAIN_FIELDS}
     changed, unread = [], []
     for name, path in {**(fixed or {}), "seed": "train.seed", "config": None}.items():
         flag = f"--{name.replace('_', '-')}"
-        if not _typed(args, flag):
-            continue
+        if not _typed(args, flag) or path in resumable:
+            continue  # (a resumable setting: an override below)
         if path is None:
             unread.append(flag)
         elif stored is not None and not _same(getattr(args, name), _lookup(stored, path)):

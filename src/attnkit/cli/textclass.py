@@ -31,17 +31,21 @@ __all__ = [
     "embed_textclass",
 ]
 
-#: Flags of ``finetune`` that fix the run (a ``--resume`` may not change them).
-#: Flags a resume may not change, and where config.json keeps them (None: not comparable).
-_FIXED = {
+#: Flags that set a config key (flag -> section.key), for the config and for --resume's check.
+_FLAGS = {
+    "batch_size": "data.batch_size",
+    "max_length": "data.max_length",
+    "text_column": "data.text_column",
+    "label_column": "data.label_column",
+    "lr": "train.lr",
+    "eval_every": "train.eval_every",
+}
+#: Flags that choose the backbone and data instead, and where config.json keeps them (None:
+#: not comparable).
+_CHOSEN = {
     "model": "backbone.source",
     "data": "data.source",
     "valid": "data.valid",
-    "text_column": "data.text_column",
-    "label_column": "data.label_column",
-    "batch_size": "data.batch_size",
-    "max_length": "data.max_length",
-    "lr": "train.lr",
     "regression": None,
 }
 
@@ -127,15 +131,7 @@ def resolve_textclass_config(args: argparse.Namespace) -> Any:
         config_file=args.config,
         overrides=args.set,
         flags={
-            **run_flags(
-                args,
-                batch_size="data.batch_size",
-                max_length="data.max_length",
-                text_column="data.text_column",
-                label_column="data.label_column",
-                lr="train.lr",
-                eval_every="train.eval_every",
-            ),
+            **run_flags(args, **_FLAGS),
             "model.problem": "regression" if args.regression else None,
         },
     )
@@ -162,7 +158,8 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
     apply_threads(args)
     cfg = None if args.resume else resolve_textclass_config(args)
-    overrides = resume_overrides(args, run_dir, fixed=_FIXED) if args.resume else None
+    fixed = {**_FLAGS, **_CHOSEN}
+    overrides = resume_overrides(args, run_dir, fixed=fixed) if args.resume else None
     result, classifier = train_textclass(
         cfg,
         run_dir,

@@ -25,6 +25,12 @@ from attnkit.cli.options import (
 __all__ = ["register", "resolve_run_config"]
 
 
+#: Flags that set a config key (flag -> section.key), for the config and for --resume's check.
+_FLAGS = {"eval_every": "train.eval_every", "max_tokens": "train.max_tokens"}
+#: Flags that choose the preset and data instead, and where config.json keeps them.
+_CHOSEN = {"data": "data.source", "valid": "data.valid", "model": "model_type"}
+
+
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "train",
@@ -153,7 +159,7 @@ def resolve_run_config(args: argparse.Namespace) -> Any:
         preset,
         config_file=args.config,
         overrides=args.set,
-        flags=run_flags(args, eval_every="train.eval_every", max_tokens="train.max_tokens"),
+        flags=run_flags(args, **_FLAGS),
     )
     given = merged.get("model_type", args.model)
     if given != args.model:  # the preset above was chosen by --model
@@ -181,12 +187,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     apply_threads(args)
     cfg = None if args.resume else resolve_run_config(args)
-    fixed = {
-        "data": "data.source",
-        "valid": "data.valid",
-        "model": "model_type",
-        "max_tokens": "train.max_tokens",
-    }
+    fixed = {**_FLAGS, **_CHOSEN}
     overrides = resume_overrides(args, run_dir, fixed=fixed) if args.resume else None
     result, translator = train_translator(
         cfg, run_dir, resume=args.resume, progress=progress_wanted(args), train_overrides=overrides

@@ -24,6 +24,10 @@ __all__ = ["register", "resolve_vision_config"]
 _CONVERT = "convert the file or pass --convert"
 
 
+#: Flags that set a config key (flag -> section.key), for the config and for --resume's check.
+_FLAGS = {"batch_size": "data.batch_size"}
+
+
 def register(sub: Any) -> None:
     p = sub.add_parser(
         "train-vit",
@@ -97,7 +101,7 @@ def resolve_vision_config(args: argparse.Namespace) -> Any:
         vision_preset(args.data),
         config_file=args.config,
         overrides=args.set,
-        flags=run_flags(args, batch_size="data.batch_size"),
+        flags=run_flags(args, **_FLAGS),
     )
     return vision_config_from_dict(merged)
 
@@ -120,9 +124,7 @@ def cmd_train_vit(args: argparse.Namespace) -> int:
     apply_threads(args)
     cfg = None if args.resume else resolve_vision_config(args)
     overrides = (
-        resume_overrides(
-            args, run_dir, fixed={"data": "data.source", "batch_size": "data.batch_size"}
-        )
+        resume_overrides(args, run_dir, fixed={**_FLAGS, "data": "data.source"})
         if args.resume
         else None
     )
