@@ -162,3 +162,26 @@ def test_cli_reads_config_file(tmp_path: Path) -> None:
     cfg = resolve_run_config(args)
     assert cfg.model["num_encoder_layers"] == 1 and cfg.train.lr == 0.004
     assert cfg.train.epochs == 2
+
+
+@pytest.mark.parametrize(
+    ("command", "text", "extra", "named"),
+    [
+        ("train", "[train]\nlr = -1\n", [], True),
+        ("train-lm", "[train]\nlr = -1\n", ["--data", "x.txt"], True),
+        ("train-vit", "[data]\nbatch_size = 0\n", [], True),
+        ("train", "[train]\nlrr = 1\n", [], True),  # the section's unknown key
+        ("train", "[train]\nlr = 0.5\n", ["--set", "train.lr=-2"], False),  # --set's value
+    ],
+)
+def test_config_file_values_are_refused_naming_the_file(
+    tmp_path: Path, capsys, command: str, text: str, extra: list[str], named: bool
+) -> None:
+    from attnkit.cli import main
+
+    cfg = tmp_path / "run.toml"
+    cfg.write_text(text, encoding="utf-8")
+    argv = [command, "--run", str(tmp_path / "run"), "--config", str(cfg), *extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and (f"error: {cfg}: " in err) == named, err

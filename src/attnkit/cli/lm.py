@@ -126,7 +126,7 @@ def resolve_lm_config(args: argparse.Namespace) -> Any:
     comes from that run, and its block size is the default."""
     from attnkit.config import ConfigError
     from attnkit.lm.config import lm_config_from_dict, lm_preset, load_lm_config
-    from attnkit.training.runs import resolve_config
+    from attnkit.training.runs import naming_config_file, resolve_config
 
     preset = lm_preset(args.preset)
     preset["data"]["source"] = args.data
@@ -144,7 +144,8 @@ def resolve_lm_config(args: argparse.Namespace) -> Any:
     )
     if args.init_from:
         merged.pop("model", None)
-    return lm_config_from_dict(merged)
+    with naming_config_file(args.config, args.set, run_flags(args, **_FLAGS)):
+        return lm_config_from_dict(merged)
 
 
 def cmd_train_lm(args: argparse.Namespace) -> int:

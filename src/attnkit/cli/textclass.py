@@ -117,7 +117,7 @@ def resolve_textclass_config(args: argparse.Namespace) -> Any:
         textclass_config_from_dict,
         textclass_preset,
     )
-    from attnkit.training.runs import resolve_config
+    from attnkit.training.runs import naming_config_file, resolve_config
 
     if not args.model or not args.data:
         raise ConfigError("a new fine-tuning run needs --model and --data (or --resume)")
@@ -126,16 +126,13 @@ def resolve_textclass_config(args: argparse.Namespace) -> Any:
     preset["data"]["source"] = args.data
     if args.valid:
         preset["data"]["valid"] = args.valid
-    merged = resolve_config(
-        preset,
-        config_file=args.config,
-        overrides=args.set,
-        flags={
-            **run_flags(args, **_FLAGS),
-            "model.problem": "regression" if args.regression else None,
-        },
-    )
-    return textclass_config_from_dict(merged)
+    flags = {
+        **run_flags(args, **_FLAGS),
+        "model.problem": "regression" if args.regression else None,
+    }
+    merged = resolve_config(preset, config_file=args.config, overrides=args.set, flags=flags)
+    with naming_config_file(args.config, args.set, flags):
+        return textclass_config_from_dict(merged)
 
 
 def _default_run(args: argparse.Namespace) -> Path:

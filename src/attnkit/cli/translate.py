@@ -148,7 +148,7 @@ def register(sub: Any) -> None:
 def resolve_run_config(args: argparse.Namespace) -> Any:
     """Preset for (data, model) <- config file <- --set overrides <- explicit flags."""
     from attnkit.config import ConfigError
-    from attnkit.training.runs import resolve_config
+    from attnkit.training.runs import naming_config_file, resolve_config
     from attnkit.translation.config import preset_for, run_config_from_dict
 
     preset = preset_for(args.data, args.model)
@@ -168,7 +168,8 @@ def resolve_run_config(args: argparse.Namespace) -> Any:
             "(transformer or bahdanau) instead"
         )
     merged["model_type"] = args.model
-    return run_config_from_dict(merged)
+    with naming_config_file(args.config, args.set, run_flags(args, **_FLAGS)):
+        return run_config_from_dict(merged)
 
 
 def _default_run(args: argparse.Namespace) -> Path:

@@ -94,7 +94,7 @@ def register(sub: Any) -> None:
 
 def resolve_vision_config(args: argparse.Namespace) -> Any:
     """Preset for --data <- config file <- --set overrides <- explicit flags."""
-    from attnkit.training.runs import resolve_config
+    from attnkit.training.runs import naming_config_file, resolve_config
     from attnkit.vision.config import vision_config_from_dict, vision_preset
 
     merged = resolve_config(
@@ -103,7 +103,8 @@ def resolve_vision_config(args: argparse.Namespace) -> Any:
         overrides=args.set,
         flags=run_flags(args, **_FLAGS),
     )
-    return vision_config_from_dict(merged)
+    with naming_config_file(args.config, args.set, run_flags(args, **_FLAGS)):
+        return vision_config_from_dict(merged)
 
 
 def cmd_train_vit(args: argparse.Namespace) -> int:

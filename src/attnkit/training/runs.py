@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, Protocol, TypeVar
@@ -46,6 +46,7 @@ from attnkit.config import (
     ConfigError,
     TrainConfig,
     apply_overrides,
+    load_config_file,
     merge_config_file,
     section,
 )
@@ -266,6 +267,36 @@ def _train_locked(
     if dist.is_main():
         write_curves(run_dir, scores=recipe.curve_scores)
     return TrainedRun(result, cfg, model, data)
+
+
+@contextlib.contextmanager
+def naming_config_file(
+    config_file: str | Path | None,
+    overrides: Sequence[str] = (),
+    flags: Mapping[str, Any] | None = None,
+) -> Iterator[None]:
+    """Inside the block (validating a config :func:`resolve_config` merged), a ConfigError
+    about a setting or section that came from ``config_file`` (and was not overridden by
+    ``--set`` or a flag) names the file: ``run.toml: train.lr must be > 0, got -1``."""
+    try:
+        yield
+    except ConfigError as err:
+        if not config_file:
+            raise
+        later = {o.split("=", 1)[0].strip() for o in overrides}
+        later |= {k for k, v in (flags or {}).items() if v is not None}
+        names = set()
+        for name, values in load_config_file(config_file).items():
+            names.add(name)
+            if isinstance(values, dict):
+                names |= {f"{name}.{key}" for key in values}
+        message = str(err)
+        from_file = any(
+            message.startswith((f"{name} ", f"{name}:", f"{name}=")) for name in names - later
+        )
+        if not from_file:
+            raise
+        raise ConfigError(f"{config_file}: {message}") from None
 
 
 def resolve_config(
