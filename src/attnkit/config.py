@@ -290,6 +290,13 @@ def _type_name(hint: Any) -> str:
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
+def _not_a_table(name: str, value: Any) -> str:
+    return (
+        f"{name!r} must be a table of settings ([{name}] in TOML, "
+        f'"{name}": {{...}} in JSON), got {type(value).__name__} {value!r}'
+    )
+
+
 def section(data: dict[str, Any], name: str) -> dict[str, Any]:
     """``data[name]`` (``{}`` when absent) as a table; a one-line ConfigError when it is a value.
 
@@ -298,10 +305,7 @@ def section(data: dict[str, Any], name: str) -> dict[str, Any]:
     """
     value = data.get(name, {})
     if not isinstance(value, dict):
-        raise ConfigError(
-            f"config section {name!r} must be a table of settings ([{name}] in TOML, "
-            f'"{name}": {{...}} in JSON), got {type(value).__name__} {value!r}'
-        )
+        raise ConfigError(f"config section {_not_a_table(name, value)}")
     return value
 
 
@@ -538,10 +542,7 @@ def merge_config_file(base: dict[str, Any], path: str | Path) -> dict[str, Any]:
         if isinstance(values, dict) and current is not None and not isinstance(current, dict):
             raise ConfigError(f"{path}: {name!r} is a setting, not a table; write {name} = VALUE")
         if not isinstance(values, dict) and isinstance(current, dict):
-            raise ConfigError(
-                f"{path}: {name!r} must be a table of settings ([{name}] in TOML, "
-                f'"{name}": {{...}} in JSON), got {type(values).__name__} {values!r}'
-            )
+            raise ConfigError(f"{path}: {_not_a_table(name, values)}")
         if isinstance(values, dict):
             base.setdefault(name, {}).update(values)
         else:

@@ -136,15 +136,16 @@ def resolve_lm_config(args: argparse.Namespace) -> Any:
                 "--init-from takes the model from RUN; drop the --set model.* options"
             )
         preset["data"]["block_size"] = load_lm_config(args.init_from).data.block_size
+    flags = run_flags(args, **_FLAGS)
     merged = resolve_config(
         preset,
         config_file=args.config,
         overrides=args.set,
-        flags=run_flags(args, **_FLAGS),
+        flags=flags,
     )
     if args.init_from:
         merged.pop("model", None)
-    with naming_config_file(args.config, args.set, run_flags(args, **_FLAGS)):
+    with naming_config_file(args.config, args.set, flags):
         return lm_config_from_dict(merged)
 
 
@@ -160,8 +161,7 @@ def cmd_train_lm(args: argparse.Namespace) -> int:
 
     apply_threads(args)
     cfg = None if args.resume else resolve_lm_config(args)
-    fixed = {**_FLAGS, **_CHOSEN}
-    overrides = resume_overrides(args, run_dir, fixed=fixed) if args.resume else None
+    overrides = resume_overrides(args, run_dir, fixed={**_FLAGS, **_CHOSEN})
     result, generator = train_lm(
         cfg,
         run_dir,

@@ -254,8 +254,9 @@ def _same(given: Any, stored: Any) -> bool:
 
 def resume_overrides(
     args: argparse.Namespace, run_dir: str | Path, *, fixed: Mapping[str, str | None] | None = None
-) -> dict[str, Any]:
-    """Train settings given on a ``--resume`` command line (flags and ``--set train.KEY=VALUE``).
+) -> dict[str, Any] | None:
+    """Train settings given on a ``--resume`` command line (flags and ``--set train.KEY=VALUE``);
+    None for a new run (no ``--resume``).
 
     The command that started a run may be given again with ``--resume``: a flag or ``--set``
     that the run cannot change is accepted when it has the run's stored value and is an error
@@ -272,6 +273,8 @@ def resume_overrides(
     from attnkit.config import ConfigError, apply_overrides
     from attnkit.training.runfolder import RESUMABLE_TRAIN_FIELDS
 
+    if not args.resume:
+        return None
     stored = _stored_config(run_dir)
     resumable = {f"train.{name}" for name in RESUMABLE_TRAIN_FIELDS}
     changed, unread = [], []

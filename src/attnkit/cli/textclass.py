@@ -155,8 +155,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
     apply_threads(args)
     cfg = None if args.resume else resolve_textclass_config(args)
-    fixed = {**_FLAGS, **_CHOSEN}
-    overrides = resume_overrides(args, run_dir, fixed=fixed) if args.resume else None
+    overrides = resume_overrides(args, run_dir, fixed={**_FLAGS, **_CHOSEN})
     result, classifier = train_textclass(
         cfg,
         run_dir,

@@ -155,11 +155,12 @@ def resolve_run_config(args: argparse.Namespace) -> Any:
     preset["data"]["source"] = args.data
     if args.valid:
         preset["data"]["valid"] = args.valid
+    flags = run_flags(args, **_FLAGS)
     merged = resolve_config(
         preset,
         config_file=args.config,
         overrides=args.set,
-        flags=run_flags(args, **_FLAGS),
+        flags=flags,
     )
     given = merged.get("model_type", args.model)
     if given != args.model:  # the preset above was chosen by --model
@@ -168,7 +169,7 @@ def resolve_run_config(args: argparse.Namespace) -> Any:
             "(transformer or bahdanau) instead"
         )
     merged["model_type"] = args.model
-    with naming_config_file(args.config, args.set, run_flags(args, **_FLAGS)):
+    with naming_config_file(args.config, args.set, flags):
         return run_config_from_dict(merged)
 
 
@@ -188,8 +189,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     apply_threads(args)
     cfg = None if args.resume else resolve_run_config(args)
-    fixed = {**_FLAGS, **_CHOSEN}
-    overrides = resume_overrides(args, run_dir, fixed=fixed) if args.resume else None
+    overrides = resume_overrides(args, run_dir, fixed={**_FLAGS, **_CHOSEN})
     result, translator = train_translator(
         cfg, run_dir, resume=args.resume, progress=progress_wanted(args), train_overrides=overrides
     )

@@ -26,6 +26,8 @@ _CONVERT = "convert the file or pass --convert"
 
 #: Flags that set a config key (flag -> section.key), for the config and for --resume's check.
 _FLAGS = {"batch_size": "data.batch_size"}
+#: The flag that chooses the preset and data instead, and where config.json keeps it.
+_CHOSEN = {"data": "data.source"}
 
 
 def register(sub: Any) -> None:
@@ -97,13 +99,14 @@ def resolve_vision_config(args: argparse.Namespace) -> Any:
     from attnkit.training.runs import naming_config_file, resolve_config
     from attnkit.vision.config import vision_config_from_dict, vision_preset
 
+    flags = run_flags(args, **_FLAGS)
     merged = resolve_config(
         vision_preset(args.data),
         config_file=args.config,
         overrides=args.set,
-        flags=run_flags(args, **_FLAGS),
+        flags=flags,
     )
-    with naming_config_file(args.config, args.set, run_flags(args, **_FLAGS)):
+    with naming_config_file(args.config, args.set, flags):
         return vision_config_from_dict(merged)
 
 
@@ -124,11 +127,7 @@ def cmd_train_vit(args: argparse.Namespace) -> int:
 
     apply_threads(args)
     cfg = None if args.resume else resolve_vision_config(args)
-    overrides = (
-        resume_overrides(args, run_dir, fixed={**_FLAGS, "data": "data.source"})
-        if args.resume
-        else None
-    )
+    overrides = resume_overrides(args, run_dir, fixed={**_FLAGS, **_CHOSEN})
     with advise(ChannelCountError, "convert the file or pass --set data.convert=true"):
         result, classifier = train_classifier(
             cfg,

@@ -41,6 +41,7 @@ from attnkit.config import ConfigError, TrainConfig
 __all__ = [
     "SCHEDULES",
     "check_warmup",
+    "planned_updates",
     "make_scheduler",
     "paper_peak_lr",
     "inverse_sqrt_multiplier",
@@ -128,6 +129,11 @@ class _LambdaLR(LambdaLR):
             group["lr"] = lr
 
 
+def planned_updates(train: TrainConfig, batches_per_epoch: int) -> int:
+    """Optimizer updates a run of ``train.epochs`` plans (what a decay over steps spans)."""
+    return max(1, train.epochs * max(1, batches_per_epoch) // train.accum_steps)
+
+
 def check_warmup(
     train: TrainConfig, batches_per_epoch: int, batches: str = "", *, resumed: bool = False
 ) -> None:
@@ -142,7 +148,7 @@ def check_warmup(
     """
     if train.schedule not in DECAYING or train.decays_by_time:
         return
-    updates = max(1, train.epochs * max(1, batches_per_epoch) // train.accum_steps)
+    updates = planned_updates(train, batches_per_epoch)
     if updates > train.warmup_steps:
         return
     per_update = f", {train.accum_steps} per update" if train.accum_steps > 1 else ""

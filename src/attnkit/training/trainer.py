@@ -44,7 +44,7 @@ from attnkit.training.allocator import tune_glibc_malloc
 from attnkit.training.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state
 from attnkit.training.manager import CheckpointManager
 from attnkit.training.optimizers import adamw
-from attnkit.training.schedules import make_scheduler
+from attnkit.training.schedules import make_scheduler, planned_updates
 from attnkit.version import __version__
 
 __all__ = ["Task", "Trainer", "TrainingError", "TrainResult", "resolve_device"]
@@ -173,7 +173,7 @@ class Trainer:
             lr=config.lr,
             betas=config.betas,
         )
-        total = max(1, config.epochs * max(1, task.batches_per_epoch()) // config.accum_steps)
+        total = planned_updates(config, task.batches_per_epoch())
         by_time = config.decays_by_time
         self.scheduler = make_scheduler(
             self.optimizer,

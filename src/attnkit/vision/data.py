@@ -88,9 +88,10 @@ def _check_splits(data: ImageData, source: str) -> None:
     sizes["test"] = len(data.test.labels)
     empty = [name for name, size in sizes.items() if size == 0]
     if empty:
-        total = sum(sizes.values()) - (sizes["test"] if data.valid is data.test else 0)
-        splits = "training and test" if data.valid is data.test else "training, validation and test"
-        least = 2 if data.valid is data.test else 3
+        shared = data.valid is data.test  # (valid_fraction=0: validation on the test set)
+        total = sum(sizes.values()) - (sizes["test"] if shared else 0)
+        splits = "training and test" if shared else "training, validation and test"
+        least = 2 if shared else 3
         raise DataError(
             f"{source}: too few images ({total}) for a {' and a '.join(empty)} split; give "
             f"each class at least {least} images (one each for {splits})"
