@@ -41,10 +41,10 @@ def _dash_value_hint(message: str, given: Sequence[str]) -> str:
     if found is None:
         return ""
     flags = found.group(1).split("/")
+    from attnkit.cli.options import names_flag
+
     for typed, value in zip(given, given[1:], strict=False):
-        # (the flag as typed: whole, or abbreviated as argparse allows)
-        matched = typed.startswith("--") and any(f.startswith(typed) for f in flags)
-        if matched and value.startswith("-"):
+        if value.startswith("-") and any(names_flag(typed, flag) for flag in flags):
             return f" (got {value!r}: a value that starts with '-' is written {typed}={value})"
     return ""
 

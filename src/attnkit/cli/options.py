@@ -33,6 +33,7 @@ __all__ = [
     "progress_wanted",
     "input_chunks",
     "text_chunks",
+    "names_flag",
     "input_lines",
 ]
 
@@ -197,6 +198,13 @@ def run_flags(args: argparse.Namespace, **more: str) -> dict[str, Any]:
     return {path: getattr(args, flag, None) for flag, path in names.items()}
 
 
+def names_flag(token: str, flag: str) -> bool:
+    """Whether a command-line word (``--time-b`` or ``--time-budget=5m``) is ``flag`` written
+    whole or abbreviated as argparse allows."""
+    name = token.split("=", 1)[0]
+    return name.startswith("--") and len(name) > 2 and flag.startswith(name)
+
+
 def _typed(args: argparse.Namespace, flag: str) -> bool:
     """Whether ``flag`` (e.g. ``--data``) was written on the command line (``args.argv``), whole,
     abbreviated as argparse allows, or as ``--flag=VALUE``; also when its value is set though
@@ -207,8 +215,7 @@ def _typed(args: argparse.Namespace, flag: str) -> bool:
     for token in argv:
         if token == "--":
             break
-        name = token.split("=", 1)[0]
-        if name.startswith("--") and len(name) > 2 and flag.startswith(name):
+        if names_flag(token, flag):
             return True
     return False
 
