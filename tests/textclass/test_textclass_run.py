@@ -158,7 +158,7 @@ def test_attention_and_embed_use_the_fine_tuned_encoder(classifier_run, tmp_path
     torch.testing.assert_close(classifier.model.head(pooled), logits, atol=1e-5, rtol=1e-5)
 
 
-def test_resume_mid_epoch_equals_uninterrupted(tiny_bert, sentiment, tmp_path) -> None:
+def test_resume_mid_epoch_equals_uninterrupted(tiny_bert, sentiment, tmp_path, capsys) -> None:
     extra = ("train.epochs=2", "model.dropout=0.2", 'train.schedule_horizon="steps"')
     torch.manual_seed(0)
     train_textclass(tiny_config(tiny_bert, *sentiment, *extra), tmp_path / "full")
@@ -176,6 +176,11 @@ def test_resume_mid_epoch_equals_uninterrupted(tiny_bert, sentiment, tmp_path) -
     for name in full:
         torch.testing.assert_close(full[name], cut[name], rtol=0, atol=0, msg=name)
     assert main([*argv, "--lr", "0.1"]) == 2  # a resume cannot change the run
+    # --regression maps to model.problem: compared too (this run is a classification one)
+    capsys.readouterr()
+    assert main([*argv, "--regression"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot change --regression (the run has 'classification')" in err, err
 
 
 def test_regression_reports_pearson_and_spearman_like_scipy(tiny_bert, tmp_path) -> None:

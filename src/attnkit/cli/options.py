@@ -259,8 +259,13 @@ def _same(given: Any, stored: Any) -> bool:
     return False
 
 
+#: Where config.json keeps a flag's value for :func:`resume_overrides`: ``section.key``, a
+#: ``(section.key, convert)`` pair when it keeps ``convert(value)``, or None (not comparable).
+Fixed = str | tuple[str, Callable[[Any], Any]] | None
+
+
 def resume_overrides(
-    args: argparse.Namespace, run_dir: str | Path, *, fixed: Mapping[str, str | None] | None = None
+    args: argparse.Namespace, run_dir: str | Path, *, fixed: Mapping[str, Fixed] | None = None
 ) -> dict[str, Any] | None:
     """Train settings given on a ``--resume`` command line (flags and ``--set train.KEY=VALUE``);
     None for a new run (no ``--resume``).
@@ -273,7 +278,9 @@ def resume_overrides(
         args: the parsed command line.
         run_dir: the run folder being resumed.
         fixed: flags of this command (flag name -> the ``section.key`` it sets in config.json,
-            or None where it cannot be compared: a warning says it is not read again); those
+            or ``(section.key, convert)`` where config.json keeps ``convert(value)`` (e.g.
+            ``--regression`` -> ``model.problem``), or None where it cannot be compared: a
+            warning says it is not read again); those
             of resumable train settings (``--eval-every``) are overrides, the others may not
             change; ``--seed`` and ``--config`` never may.
     """
@@ -285,13 +292,15 @@ def resume_overrides(
     stored = _stored_config(run_dir)
     resumable = {f"train.{name}" for name in RESUMABLE_TRAIN_FIELDS}
     changed, unread = [], []
-    for name, path in {**(fixed or {}), "seed": "train.seed", "config": None}.items():
+    for name, where in {**(fixed or {}), "seed": "train.seed", "config": None}.items():
         flag = f"--{name.replace('_', '-')}"
+        path, convert = where if isinstance(where, tuple) else (where, None)
         if not _typed(args, flag) or path in resumable:
             continue  # (a resumable setting: an override below)
+        value = getattr(args, name) if convert is None else convert(getattr(args, name))
         if path is None:
             unread.append(flag)
-        elif stored is not None and not _same(getattr(args, name), _lookup(stored, path)):
+        elif stored is not None and not _same(value, _lookup(stored, path)):
             changed.append(f"{flag} ({_run_has(stored, path)})")
     sets = apply_overrides({}, args.set)
     overrides = dict(sets.get("train", {}))

@@ -40,13 +40,13 @@ _FLAGS = {
     "lr": "train.lr",
     "eval_every": "train.eval_every",
 }
-#: Flags that choose the backbone and data instead, and where config.json keeps them (None:
-#: not comparable).
+#: Flags that choose the backbone, data and problem instead, and where config.json keeps them
+#: (a pair: it keeps the converted value; None: not comparable).
 _CHOSEN = {
     "model": "backbone.source",
     "data": "data.source",
     "valid": "data.valid",
-    "regression": None,
+    "regression": ("model.problem", lambda on: "regression" if on else None),
 }
 
 
