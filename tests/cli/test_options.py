@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 import pytest
 
@@ -209,3 +210,29 @@ def test_a_run_folder_that_is_a_file_is_named(command: str, tmp_path, capsys) ->
     err = capsys.readouterr().err
     assert f"--run {a_file}: is a file; the run folder must be a folder" in err, err
     assert a_file.read_text() == "not a run\n"
+
+
+def test_a_missing_optional_package_is_one_line_naming_the_extra(monkeypatch, capsys) -> None:
+    """An ImportError from a command (an optional package not installed) is one line that
+    names the extra to install, not a traceback."""
+    import attnkit.cli.translate as translate_cli
+    from attnkit.cli import main
+
+    def needs_ctranslate2(args) -> int:
+        import ctranslate2  # noqa: F401
+
+        return 0
+
+    monkeypatch.setitem(sys.modules, "ctranslate2", None)
+    monkeypatch.setattr(translate_cli, "cmd_translate", needs_ctranslate2)
+    assert main(["translate", "--run", "r", "x"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("attnkit translate: error: ")
+    assert "install it with pip install 'attnkit[export]'" in err
+
+    def explained(args) -> int:  # attnkit's own message already says what to install
+        raise ImportError("the ONNX export needs onnx; install it with pip install 'attnkit[x]'")
+
+    monkeypatch.setattr(translate_cli, "cmd_translate", explained)
+    assert main(["translate", "--run", "r", "x"]) == 2
+    assert capsys.readouterr().err.count("pip install") == 1

@@ -8,9 +8,11 @@ Everything runs on 127.0.0.1 on a free port; every request loop is bounded in co
 from __future__ import annotations
 
 import base64
+import io
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,6 +29,7 @@ pytest.importorskip("uvicorn", reason="uvicorn is not installed (pip install 'at
 httpx = pytest.importorskip("httpx", reason="httpx is not installed (pip install 'attnkit[serve]')")
 
 import uvicorn  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from attnkit.config import DecodeConfig  # noqa: E402
 from attnkit.serve.app import Limits, create_app  # noqa: E402
@@ -287,6 +290,64 @@ def _wait_healthy(url: str, proc: subprocess.Popen, seconds: float = 60) -> None
     raise AssertionError("the server did not become healthy")
 
 
+def test_malformed_bodies_are_refused_before_work_with_one_line(served: Served) -> None:
+    """Types as JSON gives them, no unknown fields, JSON only, a body-size limit checked before
+    parsing, lone surrogates refused up front (were translated, then a 500 on the reply)."""
+    with httpx.Client(base_url=served.url, timeout=60) as client:
+        cases = [
+            ({"text": "a", "beam": "4"}, "beam: Input should be a valid integer"),
+            ({"text": "a", "beam": True}, "beam: Input should be a valid integer"),
+            ({"text": "a", "nbest": 2}, "nbest: not a field of this request"),
+            ({"text": [1, 2]}, "text[0]: Input should be a valid string"),
+            ({"text": "a", "attention": "yes"}, "attention: Input should be a valid boolean"),
+        ]
+        for body, message in cases:
+            r = client.post("/v1/translate", json=body)
+            assert r.status_code == 422 and r.json()["error"].startswith(message), (body, r.text)
+        for raw in (b"[1, 2]", b'"text"'):
+            r = client.post("/v1/translate", content=raw)  # no content type: read as JSON
+            assert r.status_code == 422 and "must be a JSON object" in r.json()["error"]
+        r = client.post("/v1/translate", content=b'{"text": "3 may \\ud800 1999"}')
+        assert r.status_code == 422, r.text
+        assert r.json()["error"] == "text 1 has a lone surrogate ('\\ud800') at character 7; " \
+            "send valid Unicode"  # fmt: skip
+        r = client.post("/v1/translate", data={"text": "a"})  # curl -d: a form, not JSON
+        assert r.status_code == 415 and "content-type: application/json" in r.json()["error"]
+        limit = Limits(max_chars=200, max_items=8).body_limit("translation")
+        huge = json.dumps({"text": "x" * limit}).encode()
+        r = client.post("/v1/translate", content=huge)
+        assert r.status_code == 413 and f"limit of {limit:,}" in r.json()["error"]
+
+        def chunks() -> Iterator[bytes]:  # no Content-Length: counted while read
+            yield b'{"text": "'
+            for _ in range(limit // 65536 + 2):
+                yield b"x" * 65536
+            yield b'"}'
+
+        r = client.post("/v1/translate", content=chunks())
+        assert r.status_code == 413 and "more than " in r.json()["error"]
+        assert client.post("/v1/translate", json={"text": "3 may 1999"}).status_code == 200
+
+
+def test_the_key_is_checked_before_the_body_and_empty_key_turns_it_off(monkeypatch) -> None:
+    from attnkit.serve.server import api_key_setting, url
+
+    keyed = Served(create_app(TranslateBackend(_SlowTranslator(0), name="k"), api_key="s3cret"))
+    try:
+        r = httpx.post(f"{keyed.url}/v1/translate", content=b"garbage", timeout=30)
+        assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+        r = httpx.get(f"{keyed.url}/v1/models", timeout=30)
+        assert r.status_code == 401
+    finally:
+        keyed.stop()
+    monkeypatch.setenv("ATTNKIT_API_KEY", "from-env")
+    assert api_key_setting(None) == "from-env" and api_key_setting("flag") == "flag"
+    assert api_key_setting("") is None  # --api-key "" turns the environment's key off
+    monkeypatch.delenv("ATTNKIT_API_KEY")
+    assert api_key_setting(None) is None
+    assert url("::1", 8000) == "http://[::1]:8000/" and url("0.0.0.0", 80) == "http://0.0.0.0:80/"
+
+
 def test_sigterm_under_load_answers_every_accepted_request(dates_run) -> None:
     run, sources, _ = dates_run
     port = free_port()
@@ -412,8 +473,25 @@ def test_classify_and_embed_endpoints(tmp_path: Path) -> None:
         assert [p["labels"] for p in r.json()["predictions"]] == [["small"], ["big"]]
         r = httpx.post(f"{cls.url}/v1/classify", json={"image": "%%%"}, timeout=30)
         assert r.status_code == 422 and "base64" in r.json()["error"]
+        r = httpx.post(f"{cls.url}/v1/classify", json={"image": ["", "ab"]}, timeout=30)
+        assert r.status_code == 422 and r.json()["error"].startswith("image 1 is empty")
+        huge = io.BytesIO()  # a small PNG of a huge image: refused from its header
+        Image.new("L", (5000, 4000)).save(huge, format="PNG")
+        assert len(huge.getvalue()) < 100_000
+        big = base64.b64encode(huge.getvalue()).decode()
+        r = httpx.post(f"{cls.url}/v1/classify", json={"image": ["YWI=", big]}, timeout=30)
+        assert r.status_code == 413
+        assert r.json()["error"] == (
+            "image 2 is 5000 x 4000 pixels, more than the limit of 16,777,216; send it downscaled"
+        )
         r = httpx.post(f"{cls.url}/v1/translate", json={"text": "a"}, timeout=30)
         assert r.status_code == 404
+        assert "runs a classification model" in r.json()["error"]
+        r = httpx.post(f"{emb.url}/v1/translate", json={"text": "a"}, timeout=30)
+        assert "this server runs an embedding model" in r.json()["error"]
+        # a blank text has no embedding: null, as `attnkit embed` writes it
+        r = httpx.post(f"{emb.url}/v1/embed", json={"text": ["ab", " ", "abc"]}, timeout=30)
+        assert r.json()["embeddings"] == [[2.0, 1.0, 0.0], None, [3.0, 1.0, 0.0]]
     finally:
         emb.stop()
         cls.stop()
@@ -440,10 +518,27 @@ def test_ctranslate2_engine_and_backend_dispatch(dates_run, translator, tmp_path
             f"{server.url}/v1/translate", json={"text": "a", "attention": True}, timeout=60
         )
         assert r.status_code == 422 and "ctranslate2" in r.json()["error"]
+        # the page asks this engine for no attention weights, so it translates
+        with chromium_page(900, 600) as (page, problems):
+            page.goto(server.url + "/")
+            page.fill("#src", sources[0])
+            page.click("#go")
+            page.wait_for_function("document.getElementById('out').textContent !== ''")
+            assert page.locator("#out").text_content() == want[0]
+            assert page.locator("#error").text_content() == ""
+            assert "returns no attention weights" in page.locator("#attn-caption").inner_text()
+        assert problems == []
     finally:
         server.stop()
-    with pytest.raises(ValueError, match="--quantize applies to --engine attnkit"):
+    # the export folder on its own (attnkit export --out DIR) is served as translate takes it
+    alone = tmp_path / "alone"
+    shutil.copytree(run / "export" / "ctranslate2", alone)
+    backend = load_backend(run=str(alone), engine="ctranslate2")
+    assert backend.translator.translate(sources[:2], beam_size=1)[0].text == want[0]
+    with pytest.raises(ValueError, match="--quantize is for --engine attnkit"):
         load_backend(run=str(run), engine="ctranslate2", quantize="int8")
+    with pytest.raises(ValueError, match="--checkpoint is for --engine attnkit"):
+        load_backend(run=str(run), engine="ctranslate2", checkpoint="last")
     with pytest.raises(ValueError, match="onnxruntime serves ViT runs"):
         load_backend(run=str(run), engine="onnxruntime")
     with pytest.raises(ConfigError, match="not a run folder"):
@@ -473,7 +568,7 @@ def test_an_image_of_the_wrong_channel_count_is_a_422_saying_what_to_send() -> N
     grey, fine = backend.process([((b"grey",), 1), ((b"rgb",), 1)])
     assert isinstance(grey, RequestError) and grey.status == 422
     assert str(grey) == (
-        "<upload>/0.img: image has 1 channel(s) (mode L) but 3 expected; convert the image "
+        "image 1: image has 1 channel(s) (mode L) but 3 expected; convert the image "
         "before sending it"
     )
     assert fine == [{"labels": ["a"], "probs": [1.0]}]

@@ -439,3 +439,51 @@ def test_model_config_is_checked_before_any_data_work(tmp_path, capsys) -> None:
         err = capsys.readouterr().err
         assert code == 2 and words in err and "no-such-corpus" not in err, err
     assert not (tmp_path / "r").exists()
+
+
+def test_joint_alternatives_are_the_best_combinations() -> None:
+    """Pruning after each sentence keeps exactly the n best sums (brute force over all)."""
+    import itertools
+    import random
+
+    from attnkit.translation.translator import joint_alternatives
+
+    rng = random.Random(0)
+    for _ in range(50):
+        lists = [
+            [(f"s{i}a{j}", rng.uniform(-5, 0)) for j in range(rng.randint(1, 4))]
+            for i in range(rng.randint(1, 4))
+        ]
+        lists = [sorted(alts, key=lambda a: -a[1]) for alts in lists]
+        every = sorted(
+            ((" ".join(t for t, _ in combo), sum(s for _, s in combo)))
+            for combo in itertools.product(*lists)
+        )
+        every.sort(key=lambda a: -a[1])
+        got = joint_alternatives(lists)
+        limit = max(len(alts) for alts in lists)
+        assert [round(s, 9) for _, s in got] == [round(s, 9) for _, s in every[:limit]]
+        assert got[0][0] == " ".join(alts[0][0] for alts in lists)
+    assert joint_alternatives([[("a", -1.0)], None]) is None
+
+
+def test_n_best_of_a_text_of_several_sentences(
+    trained_run: tuple[Path, object], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A line of two sentences keeps the n-best layout: its alternatives combine the
+    sentences' own n-best lists (was: one line without a score)."""
+    from attnkit.translation.translator import Translator
+
+    run, _ = trained_run
+    first, second = "Tuesday 10 march 1987.", "Le 3 août 1990."
+    translator = Translator.load(run, device="cpu")
+    alone = translator.translate([first, second], beam_size=3, n_best=2)
+    (both,) = translator.translate([f"{first} {second}"], beam_size=3, n_best=2)
+    assert len(both.parts) == 2 and len(both.alternatives) == 2
+    assert both.alternatives[0][0] == both.text == f"{alone[0].text} {alone[1].text}"
+    assert both.alternatives[0][1] == pytest.approx(alone[0].score + alone[1].score)
+    argv = ["translate", "--run", str(run), "--beam", "3", "--n-best", "2"]
+    assert main([*argv, f"{first} {second}", first]) == 0
+    blocks = capsys.readouterr().out.split("\n\n")
+    assert [len(b.strip().splitlines()) for b in blocks if b.strip()] == [2, 2]
+    assert all("\t" in line for b in blocks for line in b.strip().splitlines())

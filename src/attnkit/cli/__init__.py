@@ -61,6 +61,30 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+#: The extra that installs each optional package (pyproject.toml).
+_EXTRAS = {
+    "ctranslate2": "export",
+    "onnx": "export",
+    "onnxruntime": "export",
+    "fastapi": "serve",
+    "uvicorn": "serve",
+    "httpx": "serve",
+    "sklearn": "vision",
+    "PIL": "vision",
+    "tokenizers": "pretrained",
+}
+
+
+def missing_package_message(err: ImportError) -> str:
+    """One line for an optional package that is not installed: the message attnkit gave it
+    (which names the extra), or the package and the extra that installs it."""
+    package = (err.name or "").split(".")[0]
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if package in _EXTRAS and "pip install" not in text:
+        return f"{text}; install it with pip install 'attnkit[{_EXTRAS[package]}]'"
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="attnkit",
@@ -112,10 +136,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes at exit
         return 141
-    except (ValueError, OSError, RuntimeError) as err:
+    except (ValueError, OSError, RuntimeError, ImportError) as err:
         if args.verbose:
             raise
-        if isinstance(err, OSError) and err.filename is not None and err.strerror:
+        if isinstance(err, ImportError):
+            message = missing_package_message(err)
+        elif isinstance(err, OSError) and err.filename is not None and err.strerror:
             message = f"{err.filename}: {err.strerror}"  # not "[Errno 20] ...: PosixPath(...)"
         else:
             text = str(err).strip()

@@ -14,6 +14,7 @@ from typing import Any, NoReturn
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "check_engine_options",
     "positive_int",
     "refuse_run_kind",
     "check_input_file",
@@ -45,6 +46,41 @@ def add_checkpoint_option(parser: Any) -> None:
         default="best",
         help="best, last, a name under RUN/checkpoints (e.g. averaged), or a folder",
     )
+
+
+#: What each exporting engine is made with, for :func:`check_engine_options`' advice.
+_EXPORT_COMMANDS = {
+    "ctranslate2": "attnkit export --format ctranslate2",
+    "onnxruntime": "attnkit export --format onnx",
+}
+
+
+def check_engine_options(
+    engine: str,
+    *,
+    checkpoint: str | None = "best",
+    quantize: str | None = None,
+    device: str = "cpu",
+) -> None:
+    """Refuse, in one line, options that only the attnkit engine reads: an exported model
+    (``--engine ctranslate2`` / ``onnxruntime``) holds one checkpoint and its own precision,
+    both chosen when exporting, and onnxruntime runs on the CPU here."""
+    if engine == "attnkit":
+        return
+    export = _EXPORT_COMMANDS.get(engine, "attnkit export")
+    if checkpoint not in (None, "best"):
+        raise ValueError(
+            f"--checkpoint is for --engine attnkit; an export for {engine} holds one checkpoint "
+            f"(choose it when exporting: {export} --checkpoint NAME)"
+        )
+    if quantize:
+        how = f"{export} --quantization int8" if engine == "ctranslate2" else "the attnkit engine"
+        raise ValueError(f"--quantize is for --engine attnkit; for {engine} use {how}")
+    if engine == "onnxruntime" and device not in ("cpu", "auto"):
+        raise ValueError(
+            f"--device {device}: --engine onnxruntime runs on the CPU here; use --device cpu "
+            "or --engine attnkit"
+        )
 
 
 def _number(

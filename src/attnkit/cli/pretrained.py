@@ -11,9 +11,11 @@ from typing import Any
 
 from attnkit.cli.options import (
     add_device_option,
+    check_engine_options,
     positive_int,
     text_chunks,
 )
+from attnkit.pretrained.embeddings import embed_keeping_blanks, embedding_rows
 
 __all__ = ["register"]
 
@@ -85,29 +87,12 @@ def _numbered_lines(path: str) -> list[tuple[int, str]]:
     return [(number, line) for number, line in enumerate(lines, 1) if line.strip()]
 
 
-def _embed_keeping_blanks(encode: Callable[[list[str]], Any], texts: list[str]) -> Any:
-    """(N, D) embeddings of ``texts``; a blank text gets a row of zeros (nothing is embedded)."""
-    import numpy as np
-
-    filled = [i for i, t in enumerate(texts) if t.strip()]
-    found = encode([texts[i] for i in filled]) if filled else None
-    dim = found.shape[1] if found is not None else 0
-    vectors = np.zeros((len(texts), dim), dtype=np.float32)
-    if found is not None:
-        vectors[filled] = found
-    return vectors
-
-
-def _rows(texts: list[str], vectors: Any) -> list[list[float] | None]:
-    return [v if t.strip() else None for t, v in zip(texts, vectors.round(7).tolist(), strict=True)]
-
-
 def _embed_stream(args: argparse.Namespace, encode: Callable[[list[str]], Any]) -> int:
     """``--format jsonl``: embed and write chunk by chunk (memory stays bounded)."""
     out = open(args.output, "w", encoding="utf-8") if args.output else sys.stdout
     try:
         for chunk in text_chunks(args.texts, args.file):
-            rows = _rows(chunk, _embed_keeping_blanks(encode, chunk))
+            rows = embedding_rows(chunk, embed_keeping_blanks(encode, chunk))
             for text, row in zip(chunk, rows, strict=True):
                 out.write(json.dumps({"text": text, "embedding": row}, ensure_ascii=False) + "\n")
             out.flush()
@@ -119,9 +104,8 @@ def _embed_stream(args: argparse.Namespace, encode: Callable[[list[str]], Any]) 
 
 def _encoder(args: argparse.Namespace) -> Any:
     """``--model`` as :func:`attnkit.pretrained.embed` takes it, for ``--engine``/``--quantize``."""
+    check_engine_options(args.engine, quantize=args.quantize, device=args.device)
     if args.engine == "onnxruntime":
-        if args.quantize:
-            raise ValueError("--quantize is for --engine attnkit")
         from attnkit.export.onnx import OnnxSentenceEncoder
 
         return OnnxSentenceEncoder.load(args.model)
@@ -163,7 +147,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     if fmt == "jsonl":
         return _embed_stream(args, encode)
     texts = [t for chunk in text_chunks(args.texts, args.file) for t in chunk]
-    vectors = _embed_keeping_blanks(encode, texts)
+    vectors = embed_keeping_blanks(encode, texts)
     if fmt == "npy":
         np.save(args.output, vectors)
         print(f"{vectors.shape[0]} embeddings of size {vectors.shape[1]} written to {args.output}")
@@ -173,7 +157,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
             **({"run": args.run} if args.run else {"model": args.model}),
             "dim": int(vectors.shape[1]),
             "texts": texts,
-            "embeddings": _rows(texts, vectors),
+            "embeddings": embedding_rows(texts, vectors),
         }
     )
     if args.output:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +11,7 @@ from attnkit.cli.options import (
     add_device_option,
     add_threads_option,
     apply_threads,
+    check_engine_options,
     nonnegative_float,
     port_number,
     positive_int,
@@ -43,7 +43,8 @@ def register(sub: Any) -> None:
     p.add_argument("--port", type=port_number, default=8000, help="default 8000")
     p.add_argument(
         "--api-key",
-        help="require this key (Authorization: Bearer KEY); default: env ATTNKIT_API_KEY",
+        help="require this key on /v1/ requests (header Authorization: Bearer KEY or "
+        'X-API-Key: KEY); default: env ATTNKIT_API_KEY; --api-key "" turns it off',
     )
     p.add_argument(
         "--engine",
@@ -86,11 +87,7 @@ def load_backend(
     """The serving backend of a run folder (dispatched on its kind) or a pretrained encoder."""
     from attnkit.serve.backends import ClassifyBackend, EmbedBackend, TranslateBackend
 
-    if quantize is not None and engine != "attnkit":
-        raise ValueError(
-            f"--quantize applies to --engine attnkit; for {engine} export with "
-            "`attnkit export --quantization int8` instead"
-        )
+    check_engine_options(engine, checkpoint=checkpoint, quantize=quantize, device=device)
     if model is not None:
         name = Path(model).name if Path(model).exists() else model
         if engine == "onnxruntime":
@@ -107,8 +104,11 @@ def load_backend(
     assert run is not None
     from attnkit.training.runfolder import describe_kind, read_run_config, run_kind
 
+    name = Path(run).name
+    if engine != "attnkit" and (Path(run) / "attnkit.json").is_file():
+        return _export_backend(run, engine, device)  # an export folder on its own
     read_run_config(run)  # a clear error for a folder that is not a run
-    kind, name = run_kind(run), Path(run).name
+    kind = run_kind(run)
     if kind == "translation":
         if engine == "ctranslate2":
             from attnkit.export.ct2 import CTranslate2Translator
@@ -143,8 +143,25 @@ def load_backend(
     )
 
 
+def _export_backend(folder: str, engine: str, device: str) -> Any:
+    """The backend of an export folder given as ``--run`` (``attnkit export --out DIR``): a
+    CTranslate2 translator, or an ONNX image classifier (an ONNX sentence encoder is served
+    with ``--model``)."""
+    from attnkit.serve.backends import ClassifyBackend, TranslateBackend
+
+    name = Path(folder).name
+    if engine == "ctranslate2":
+        from attnkit.export.ct2 import CTranslate2Translator
+
+        translator = CTranslate2Translator.load(folder, device=device)
+        return TranslateBackend(translator, name=name, engine=engine)
+    from attnkit.export.onnx import OnnxClassifier
+
+    return ClassifyBackend(OnnxClassifier.load(folder), name=name, engine=engine)
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
-    from attnkit.serve.server import check_address, run_server
+    from attnkit.serve.server import api_key_setting, check_address, run_server, url
 
     try:
         from attnkit.serve.app import Limits, create_app
@@ -170,13 +187,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         checkpoint=args.checkpoint,
         device=args.device,
     )
-    api_key = args.api_key or os.environ.get("ATTNKIT_API_KEY") or None
+    api_key = api_key_setting(args.api_key)
     app = create_app(backend, api_key=api_key, limits=limits)
     print(
         f"attnkit serve: {backend.kind} model {backend.name} ({backend.engine}"
-        f"{', ' + args.quantize if args.quantize else ''}) on http://{args.host}:{args.port}/"
+        f"{', ' + args.quantize if args.quantize else ''}) on {url(args.host, args.port)}"
         f"{'  (API key required)' if api_key else ''}",
         flush=True,
     )
-    run_server(app, host=args.host, port=args.port, log_level="warning")
+    run_server(app, host=args.host, port=args.port, log_level="warning", keyed=api_key is not None)
     return 0

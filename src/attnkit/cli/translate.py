@@ -13,6 +13,7 @@ from attnkit.cli.options import (
     add_device_option,
     add_run_options,
     apply_threads,
+    check_engine_options,
     nonnegative_int,
     positive_int,
     progress_wanted,
@@ -223,17 +224,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_translate(args: argparse.Namespace) -> int:
     from attnkit.translation.translator import Translator
 
+    check_engine_options(
+        args.engine, checkpoint=args.checkpoint, quantize=args.quantize, device=args.device
+    )
     if args.engine == "ctranslate2":
-        if args.checkpoint != "best":
-            raise ValueError(
-                "--checkpoint is for --engine attnkit; a CTranslate2 export holds one checkpoint "
-                "(choose it when exporting: attnkit export --checkpoint NAME)"
-            )
-        if args.quantize:
-            raise ValueError(
-                "--quantize is for --engine attnkit; for CTranslate2 export with "
-                "`attnkit export --format ctranslate2 --quantization int8`"
-            )
         from attnkit.export.ct2 import CTranslate2Translator
 
         translator: Translator = CTranslate2Translator.load(args.run, device=args.device)

@@ -12,6 +12,7 @@ from attnkit.cli.options import (
     add_device_option,
     add_run_options,
     apply_threads,
+    check_engine_options,
     positive_int,
     progress_wanted,
     resume_overrides,
@@ -159,6 +160,7 @@ def cmd_classify(args: argparse.Namespace) -> int:
     from attnkit.data.images import ChannelCountError
     from attnkit.vision.classifier import Classifier
 
+    check_engine_options(args.engine, checkpoint=args.checkpoint, device=args.device)
     if args.engine == "onnxruntime":
         from attnkit.export.onnx import OnnxClassifier
 

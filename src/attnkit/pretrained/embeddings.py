@@ -23,7 +23,15 @@ from attnkit.models.quantize import check_quantize, quantize_int8
 from attnkit.pretrained.bert import load_pretrained, resolve_model_path
 from attnkit.pretrained.tokenizer import PretrainedTokenizer
 
-__all__ = ["SentenceEncoder", "embed", "mean_pool", "read_pooling", "similar"]
+__all__ = [
+    "SentenceEncoder",
+    "embed",
+    "embed_keeping_blanks",
+    "embedding_rows",
+    "mean_pool",
+    "read_pooling",
+    "similar",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -184,6 +192,27 @@ def embed(
         float32 array (N, D) (D = 384 for MiniLM); dot products are cosine similarities.
     """
     return _encoder(model, device).encode(texts, batch_size)
+
+
+def embed_keeping_blanks(
+    encode: Callable[[list[str]], np.ndarray], texts: Sequence[str]
+) -> np.ndarray:
+    """(N, D) embeddings of ``texts`` by ``encode``; a blank text is not embedded and gets a
+    row of zeros (``embed``'s npy output; :func:`embedding_rows` makes it null)."""
+    filled = [i for i, t in enumerate(texts) if t.strip()]
+    found = encode([texts[i] for i in filled]) if filled else None
+    dim = found.shape[1] if found is not None else 0
+    vectors = np.zeros((len(texts), dim), dtype=np.float32)
+    if found is not None:
+        vectors[filled] = found
+    return vectors
+
+
+def embedding_rows(texts: Sequence[str], vectors: np.ndarray) -> list[list[float] | None]:
+    """JSON rows of (N, D) ``vectors``: 7 decimals (rounded in float64, so no float32 digits
+    trail), None for a blank text (as ``attnkit embed`` and ``POST /v1/embed`` write them)."""
+    rows = vectors.astype(np.float64).round(7).tolist()
+    return [row if text.strip() else None for text, row in zip(texts, rows, strict=True)]
 
 
 def similar(

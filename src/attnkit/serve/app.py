@@ -17,7 +17,6 @@ Errors are JSON ``{"error": "<one line>"}`` with 401 (API key), 404 (endpoint of
 from __future__ import annotations
 
 import contextlib
-import hmac
 import json
 import logging
 import sys
@@ -25,10 +24,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from attnkit.serve.backends import (
@@ -38,9 +37,11 @@ from attnkit.serve.backends import (
     RequestError,
     TranslateBackend,
     TranslateJob,
+    check_image,
     decode_image,
 )
 from attnkit.serve.batcher import Batcher, QueueFull
+from attnkit.serve.gate import Gate, validation_message
 from attnkit.serve.page import index_page
 from attnkit.version import __version__
 
@@ -60,6 +61,10 @@ class Limits:
         max_wait_ms: how long a request waits for others to batch with.
         max_batch_tokens: estimated source tokens per batch.
         max_image_bytes: bytes per decoded image -> 413 beyond.
+        max_image_pixels: width x height per image -> 413 beyond (checked from the header,
+            before the image is decoded).
+        max_body_bytes: bytes per request body -> 413 before it is parsed (None: what the
+            other limits allow for the served kind, see :meth:`body_limit`).
     """
 
     max_chars: int = 1000
@@ -68,17 +73,45 @@ class Limits:
     max_wait_ms: float = 5.0
     max_batch_tokens: int = 4096
     max_image_bytes: int = 4 << 20
+    max_image_pixels: int = 4096 * 4096
+    max_body_bytes: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("max_chars", "max_items", "max_queue", "max_batch_tokens", "max_image_bytes"):
+        for name in (
+            "max_chars",
+            "max_items",
+            "max_queue",
+            "max_batch_tokens",
+            "max_image_bytes",
+            "max_image_pixels",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"Limits.{name} must be >= 1, got {getattr(self, name)}")
         if self.max_wait_ms < 0:
             raise ValueError(f"Limits.max_wait_ms must be >= 0, got {self.max_wait_ms}")
+        if self.max_body_bytes is not None and self.max_body_bytes < 1:
+            raise ValueError(f"Limits.max_body_bytes must be >= 1, got {self.max_body_bytes}")
+
+    def body_limit(self, kind: str) -> int:
+        """Bytes a request body may have: :attr:`max_body_bytes`, or the largest body the other
+        limits let through for a ``kind`` model (a character written as a JSON escape takes 6
+        bytes; base64 takes 4 for 3), plus 64 KiB for the rest of the JSON."""
+        if self.max_body_bytes is not None:
+            return self.max_body_bytes
+        if kind == "classification":
+            return self.max_items * (self.max_image_bytes * 4 // 3 + 64) + (64 << 10)
+        return self.max_items * self.max_chars * 6 + (64 << 10)
+
+
+#: Request bodies take JSON types as they are ("4" is not a number, true not 1) and refuse
+#: fields they do not have (a misspelt "nbest" is an error, not silently ignored).
+_STRICT = ConfigDict(extra="forbid", strict=True)
 
 
 class TranslateRequest(BaseModel):
     """Body of ``POST /v1/translate``."""
+
+    model_config = _STRICT
 
     text: str | list[str] = Field(description="one text or a list of texts")
     beam: int | None = Field(None, ge=1, le=16, description="beam size (1 = greedy)")
@@ -89,11 +122,15 @@ class TranslateRequest(BaseModel):
 class EmbedRequest(BaseModel):
     """Body of ``POST /v1/embed``."""
 
-    text: str | list[str] = Field(description="one text or a list of texts")
+    model_config = _STRICT
+
+    text: str | list[str] = Field(description="one text or a list of texts (blank: null)")
 
 
 class ClassifyRequest(BaseModel):
     """Body of ``POST /v1/classify``."""
+
+    model_config = _STRICT
 
     image: str | list[str] = Field(description="base64 image(s) (PNG, JPEG, ...)")
     top_k: int = Field(1, ge=1, le=100)
@@ -114,6 +151,14 @@ def _texts(value: Any, limits: Limits, what: str = "text") -> tuple[str, ...]:
                 f"{what} {i} has {len(t)} characters, more than the limit of {limits.max_chars}; "
                 "split it",
             )
+        try:
+            t.encode("utf-8")
+        except UnicodeEncodeError as err:  # JSON lets "\ud800" through; it is not text
+            raise RequestError(
+                422,
+                f"{what} {i} has a lone surrogate ({t[err.start]!r}) at character "
+                f"{err.start + 1}; send valid Unicode",
+            ) from None
     return tuple(texts)
 
 
@@ -170,13 +215,7 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, err: Any) -> Any:
-        first = err.errors()[0] if err.errors() else {"loc": (), "msg": "invalid request"}
-        if first.get("type") == "json_invalid":  # loc is ("body", character position)
-            at = first.get("loc", ("body", "?"))[-1]
-            why = (first.get("ctx") or {}).get("error", "not JSON")
-            return error(422, f"the body is not valid JSON: {why} (character {at})")
-        where = ".".join(str(x) for x in first.get("loc", ()) if x != "body") or "body"
-        return error(422, f"{where}: {first.get('msg', 'invalid')}")
+        return error(422, validation_message(err.errors()))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, err: Any) -> Any:
@@ -184,28 +223,20 @@ def create_app(
 
     @app.exception_handler(Exception)
     async def _crash(request: Request, err: Exception) -> Any:
-        log.exception("request failed")
+        # (the server logs the traceback once: Starlette re-raises after this reply)
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         return error(500, f"internal error: {message}")
 
-    async def check_key(request: Request) -> None:
-        if api_key is None:
-            return
-        given = request.headers.get("x-api-key")
-        auth = request.headers.get("authorization", "")
-        if given is None and auth.lower().startswith("bearer "):
-            given = auth[7:].strip()
-        if given is None or not hmac.compare_digest(given.encode(), api_key.encode()):
-            raise RequestError(401, "missing or wrong API key (send Authorization: Bearer KEY)")
+    app.add_middleware(Gate, api_key=api_key, max_body=limits.body_limit(backend.kind))
 
     def need(kind: type) -> Any:
         if not isinstance(backend, kind):
+            article = "an" if backend.kind[:1] in "aeiou" else "a"
             raise RequestError(
-                404, f"this server runs a {backend.kind} model; that endpoint is not served"
+                404,
+                f"this server runs {article} {backend.kind} model; that endpoint is not served",
             )
         return backend
-
-    keyed = [Depends(check_key)]
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -217,12 +248,12 @@ def create_app(
             **batcher.stats.as_dict(),
         }
 
-    @app.get("/v1/models", dependencies=keyed)
+    @app.get("/v1/models")
     async def models() -> dict[str, Any]:
         """The served model."""
         return {"models": [backend.describe()]}
 
-    @app.post("/v1/translate", dependencies=keyed)
+    @app.post("/v1/translate")
     async def translate(body: TranslateRequest) -> dict[str, Any]:
         """Translate one text or a list of texts (batched with concurrent requests)."""
         b = need(TranslateBackend)
@@ -232,7 +263,7 @@ def create_app(
         results = await batcher.submit(job, b.cost(job))
         return {"model": b.name, "translations": results}
 
-    @app.post("/v1/embed", dependencies=keyed)
+    @app.post("/v1/embed")
     async def embed(body: EmbedRequest) -> dict[str, Any]:
         """Unit-length sentence embeddings."""
         b = need(EmbedBackend)
@@ -240,7 +271,7 @@ def create_app(
         vectors = await batcher.submit(texts, b.cost(texts))
         return {"model": b.name, "dim": b.describe()["dim"], "embeddings": vectors}
 
-    @app.post("/v1/classify", dependencies=keyed)
+    @app.post("/v1/classify")
     async def classify(body: ClassifyRequest) -> dict[str, Any]:
         """Classify base64-encoded images."""
         b = need(ClassifyBackend)
@@ -251,10 +282,7 @@ def create_app(
             raise RequestError(413, f"{len(raw)} images, more than the limit of {limits.max_items}")
         images = tuple(decode_image(x, i) for i, x in enumerate(raw, 1))
         for i, image in enumerate(images, 1):
-            if len(image) > limits.max_image_bytes:
-                raise RequestError(
-                    413, f"image {i} has {len(image)} bytes (limit {limits.max_image_bytes})"
-                )
+            check_image(image, i, limits.max_image_bytes, limits.max_image_pixels)
         payload = (images, body.top_k)
         return {"model": b.name, "predictions": await batcher.submit(payload, b.cost(payload))}
 

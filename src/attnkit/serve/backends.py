@@ -19,6 +19,7 @@ from typing import Any
 
 from attnkit.data.errors import DataError, advise
 from attnkit.data.images import ChannelCountError
+from attnkit.pretrained.embeddings import embed_keeping_blanks, embedding_rows
 from attnkit.viz.report import samples_json
 from attnkit.viz.samples import translation_sample
 
@@ -176,10 +177,10 @@ class EmbedBackend(Backend):
 
     def run_group(self, payloads: Sequence[tuple[str, ...]]) -> list[Any]:
         flat = [t for p in payloads for t in p]
-        vectors = self.encoder.encode(flat)
+        rows = embedding_rows(flat, embed_keeping_blanks(self.encoder.encode, flat))
         out, k = [], 0
         for p in payloads:
-            out.append(vectors[k : k + len(p)].round(7).tolist())
+            out.append(rows[k : k + len(p)])
             k += len(p)
         return out
 
@@ -189,10 +190,44 @@ def decode_image(data: str, index: int) -> bytes:
     is its 1-based place in the request, for the error message."""
     if data.startswith("data:"):
         data = data.partition(",")[2]
+    if not data.strip():
+        raise RequestError(422, f"image {index} is empty; send the image's bytes in base64")
     try:
         return base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError):
         raise RequestError(422, f"image {index} is not valid base64") from None
+
+
+def check_image(image: bytes, index: int, max_bytes: int, max_pixels: int) -> None:
+    """413 for an image over ``max_bytes`` or ``max_pixels`` (width x height, read from its
+    header without decoding it: a small file can hold a huge image); unreadable images are
+    left to the classifier, which names them."""
+    import io
+
+    from PIL import Image
+
+    if len(image) > max_bytes:
+        raise RequestError(413, f"image {index} has {len(image):,} bytes (limit {max_bytes:,})")
+    try:
+        with Image.open(io.BytesIO(image)) as opened:
+            width, height = opened.size
+    except Exception:
+        return
+    if width * height > max_pixels:
+        raise RequestError(
+            413,
+            f"image {index} is {width} x {height} pixels, more than the limit of "
+            f"{max_pixels:,}; send it downscaled",
+        )
+
+
+def _upload_message(message: str, names: dict[str, str]) -> str:
+    """A classifier's message about uploaded files, for the client: files named as the
+    request's images, file-system advice dropped."""
+    line = message.splitlines()[0].replace("; remove or replace the file", "")
+    for path, name in names.items():
+        line = line.replace(path, name)
+    return line
 
 
 class ClassifyBackend(Backend):
@@ -216,17 +251,18 @@ class ClassifyBackend(Backend):
     def run_group(self, payloads: Sequence[tuple[tuple[bytes, ...], int]]) -> list[Any]:
         top_k = payloads[0][1]
         with tempfile.TemporaryDirectory(prefix="attnkit-serve-") as tmp:
-            paths = []
+            paths, names = [], {}  # file -> "image N" (N: its place in its own request)
             for images, _ in payloads:
-                for image in images:
+                for i, image in enumerate(images, 1):
                     path = Path(tmp) / f"{len(paths)}.img"
                     path.write_bytes(image)
                     paths.append(path)
+                    names[str(path)] = f"image {i}"
             try:
                 with advise(ChannelCountError, "convert the image before sending it"):
                     preds = self.classifier.classify(paths, top_k=top_k)
             except DataError as err:
-                raise RequestError(422, str(err).splitlines()[0].replace(tmp, "<upload>")) from None
+                raise RequestError(422, _upload_message(str(err), names)) from None
         out, k = [], 0
         for images, _ in payloads:
             out.append(

@@ -17,7 +17,7 @@ import asyncio
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["Batcher", "BatcherStats", "QueueFull"]
@@ -36,18 +36,24 @@ class BatcherStats:
     failed: int = 0
     rejected: int = 0
     batches: int = 0
-    batch_sizes: list[int] = field(default_factory=list)
+    batched: int = 0  # requests over all batches (running totals: memory stays flat)
+    max_batch: int = 0
+
+    def add_batch(self, size: int) -> None:
+        """Count one batch of ``size`` requests."""
+        self.batches += 1
+        self.batched += size
+        self.max_batch = max(self.max_batch, size)
 
     def as_dict(self) -> dict[str, Any]:
-        sizes = self.batch_sizes
         return {
             "accepted": self.accepted,
             "answered": self.answered,
             "failed": self.failed,
             "rejected": self.rejected,
             "batches": self.batches,
-            "mean_batch": sum(sizes) / len(sizes) if sizes else 0.0,
-            "max_batch": max(sizes, default=0),
+            "mean_batch": self.batched / self.batches if self.batches else 0.0,
+            "max_batch": self.max_batch,
         }
 
 
@@ -110,7 +116,11 @@ class Batcher:
             raise QueueFull("the server is shutting down")
         if self._queue.qsize() >= self.max_queue:
             self.stats.rejected += 1
-            raise QueueFull(f"{self._queue.qsize()} requests are waiting (limit {self.max_queue})")
+            waiting = self._queue.qsize()
+            raise QueueFull(
+                f"{waiting} request{'s are' if waiting != 1 else ' is'} waiting "
+                f"(limit {self.max_queue})"
+            )
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.stats.accepted += 1
         self._queue.put_nowait(_Item(payload, max(int(cost), 1), future))
@@ -155,8 +165,7 @@ class Batcher:
                     queue.task_done()
 
     async def _run(self, batch: list[_Item], loop: asyncio.AbstractEventLoop) -> None:
-        self.stats.batches += 1
-        self.stats.batch_sizes.append(len(batch))
+        self.stats.add_batch(len(batch))
         payloads = [item.payload for item in batch]
         try:
             results = await loop.run_in_executor(self._executor, self.process, payloads)

@@ -46,7 +46,7 @@ _SCRIPT = """
     $("attnkit-data").textContent = JSON.stringify(data);
     $("attn-view").innerHTML = VIEW;  // fresh elements: no listeners left from the last view
     if (samples.length) { run(REPORT_JS); }
-    else { $("attn-caption").textContent = "no attention weights"; }
+    else { $("attn-caption").textContent = NO_WEIGHTS; }
   }
   function translate(event) {
     if (event) { event.preventDefault(); }
@@ -60,7 +60,7 @@ _SCRIPT = """
     $("go").disabled = true;
     fetch("v1/translate", {
       method: "POST", headers: headers,
-      body: JSON.stringify({ text: text, attention: true, beam: beam || null })
+      body: JSON.stringify({ text: text, attention: ATTENTION, beam: beam || null })
     }).then(function (r) {
       return r.json().then(function (body) { return { ok: r.ok, body: body }; });
     }).then(function (res) {
@@ -115,7 +115,16 @@ def index_page(model: dict[str, Any], *, need_key: bool = False) -> str:
         '<div id="out"></div><div id="error"></div>'
     )
     view = attention_view_html()
+    # Only attnkit's own engine returns attention weights; other engines translate without.
+    weights = model.get("engine", "attnkit") == "attnkit"
+    no_weights = (
+        "no attention weights"
+        if weights
+        else f"the {model.get('engine')} engine returns no attention weights"
+    )
     script = (
+        f"var ATTENTION = {_script_json(weights)};\n"
+        f"var NO_WEIGHTS = {_script_json(no_weights)};\n"
         f"var KINDS = {_script_json(dict(KIND_TITLES))};\n"
         f"var VIEW = {_script_json(view)};\n"
         f"var REPORT_JS = {_script_json(report_asset('report.js'))};\n" + _SCRIPT

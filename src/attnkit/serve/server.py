@@ -7,12 +7,20 @@ import contextlib
 import errno
 import ipaddress
 import logging
+import os
 import signal
 import socket
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["is_loopback", "free_port", "check_address", "run_server"]
+__all__ = [
+    "api_key_setting",
+    "is_loopback",
+    "free_port",
+    "check_address",
+    "run_server",
+    "url",
+]
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +33,18 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def api_key_setting(flag: str | None) -> str | None:
+    """The key the server requires: ``--api-key`` when given (``""``: none, even when the
+    environment sets one), else ``ATTNKIT_API_KEY``, else None."""
+    key = os.environ.get("ATTNKIT_API_KEY") if flag is None else flag
+    return key or None
+
+
+def url(host: str, port: int) -> str:
+    """The server's address as a URL (an IPv6 address in brackets: ``http://[::1]:8000/``)."""
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
 
 def check_address(host: str, port: int) -> None:
@@ -61,7 +81,12 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def run_server(
-    app: Any, *, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info"
+    app: Any,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    log_level: str = "info",
+    keyed: bool = True,
 ) -> None:
     """Serve ``app`` until SIGINT/SIGTERM; uvicorn then stops accepting connections, waits for
     the requests in flight, and the app's shutdown drains the batcher.
@@ -71,6 +96,8 @@ def run_server(
         host: interface to bind (default loopback only).
         port: TCP port.
         log_level: uvicorn's log level.
+        keyed: whether the app asks for an API key (the warning for a non-loopback ``host``
+            suggests one otherwise).
     """
     try:
         import uvicorn
@@ -79,7 +106,8 @@ def run_server(
             "attnkit serve needs uvicorn; install it with `pip install 'attnkit[serve]'`"
         ) from err
     if not is_loopback(host):
-        log.warning("serving on %s: reachable from other machines", host)
+        advice = "" if keyed else "; set --api-key (or ATTNKIT_API_KEY) to require a key"
+        log.warning("serving on %s: reachable from other machines%s", host, advice)
 
     class _Server(uvicorn.Server):
         @contextlib.contextmanager

@@ -24,7 +24,7 @@ from attnkit.training.trainer import resolve_device
 from attnkit.translation.config import RunConfig, load_run_config
 from attnkit.translation.task import decode_corpus, load_tokenizers
 
-__all__ = ["Translation", "Translator"]
+__all__ = ["Translation", "Translator", "joint_alternatives"]
 
 
 @dataclass
@@ -34,8 +34,9 @@ class Translation:
     ``alternatives`` holds the n-best list of beam search, ``weights`` the attention weights
     (``need_weights=True``). A text of several sentences is translated sentence by sentence:
     ``parts`` then holds each sentence's :class:`Translation`, ``text`` joins them with a space,
-    ``score`` is the sum of their scores, and ``tokens``/``alternatives``/``weights`` are those of
-    the sentences (``tokens`` concatenated; no alternatives or weights for the whole text).
+    ``score`` is the sum of their scores and ``tokens`` their concatenation; its
+    ``alternatives`` are the best combinations of the sentences' alternatives (texts joined,
+    scores summed; :func:`joint_alternatives`), and the weights stay with each sentence.
     """
 
     source: str
@@ -45,6 +46,34 @@ class Translation:
     alternatives: list[tuple[str, float]] | None = None
     weights: dict[str, Any] | None = None
     parts: list[Translation] | None = None
+
+
+def joint_alternatives(
+    lists: Sequence[list[tuple[str, float]] | None],
+) -> list[tuple[str, float]] | None:
+    """The n-best list of a text translated sentence by sentence.
+
+    Args:
+        lists: per sentence, its n-best ``(text, score)`` list, best first (None: no list).
+
+    Returns:
+        the ``n`` best combinations of one alternative per sentence (``n`` the longest list),
+        best first: texts joined with a space, scores summed (the sentences are decoded
+        independently, so a text's score is the sum of its sentences'); None when a sentence
+        has no list.
+
+    Keeping the ``n`` best after each sentence is exact: the ``n`` best sums of two lists use
+    only the ``n`` best of each.
+    """
+    if not lists or any(not alts for alts in lists):
+        return None
+    limit = max(len(alts) for alts in lists if alts)
+    best: list[tuple[tuple[str, ...], float]] = [((), 0.0)]
+    for alts in lists:
+        assert alts is not None
+        joined = [(texts + (more,), score + extra) for texts, score in best for more, extra in alts]
+        best = sorted(joined, key=lambda pair: -pair[1])[:limit]
+    return [(" ".join(texts), score) for texts, score in best]
 
 
 class Translator:
@@ -146,6 +175,7 @@ class Translator:
                         " ".join(p.text for p in parts),
                         [t for p in parts for t in p.tokens],
                         sum(p.score for p in parts if p.score is not None) if parts else None,
+                        joint_alternatives([p.alternatives for p in parts]),
                         parts=parts or None,
                     )
                 )
