@@ -8,6 +8,7 @@ search) on the same weights; CTranslate2 is an independent implementation.
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -183,6 +184,19 @@ def test_translate_cli_with_the_ctranslate2_engine(dates_run, capsys) -> None:
     assert "--checkpoint is for --engine attnkit" in capsys.readouterr().err
 
 
+def test_beam_search_warns_when_the_run_uses_a_penalty_ctranslate2_lacks(dates_run, caplog):
+    run, sources, _ = dates_run
+    assert main(["export", "--run", str(run), "--format", "ctranslate2"]) == 0
+    translator = CTranslate2Translator.load(run)
+    assert translator.config.decode.length_penalty_kind == "gnmt"  # the dates preset's
+    with caplog.at_level("WARNING"):
+        translator.translate(sources[:2], beam_size=1)
+        assert "GNMT" not in caplog.text  # greedy search has no length penalty
+        translator.translate(sources[:2], beam_size=3)
+        translator.translate(sources[:2], beam_size=3)
+    assert caplog.text.count("GNMT length penalty") == 1
+
+
 def test_export_elsewhere_prints_a_command_that_works(dates_run, tmp_path, capsys) -> None:
     run, sources, _ = dates_run
     out = tmp_path / "ct2"
@@ -198,3 +212,43 @@ def test_export_of_a_missing_export_names_the_command(tmp_path: Path) -> None:
         CTranslate2Translator.load(tmp_path)
     with pytest.raises(ConfigError, match="--quantization must be one of"):
         export_ctranslate2(tmp_path, quantization="int4")
+
+
+def test_reexport_replaces_an_earlier_export_and_a_failure_keeps_it(
+    dates_run, tmp_path: Path, monkeypatch
+) -> None:
+    run, _, _ = dates_run
+    out = tmp_path / "ct2"
+
+    def quantization() -> str:
+        return json.loads((out / "attnkit.json").read_text())["quantization"]
+
+    assert export_ctranslate2(run, out, "float32") == out and quantization() == "float32"
+
+    def full_disk(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as patch:  # fails half way: after model.bin, at the tokenizer
+        patch.setattr(shutil, "copytree", full_disk)
+        with pytest.raises(OSError, match="No space left"):
+            export_ctranslate2(run, out, "int8")
+    assert quantization() == "float32" and (out / "tokenizer").is_dir()
+    assert export_ctranslate2(run, out, "int8") == out and quantization() == "int8"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ct2"]  # no temporary folder left
+
+
+def test_a_run_ctranslate2_cannot_express_is_named_not_sent_to_export(
+    tmp_path: Path, capsys
+) -> None:
+    run = tmp_path / "gru"
+    run.mkdir()
+    (run / "config.json").write_text(
+        json.dumps({"run_format": 1, "config": {"model_type": "bahdanau", "model": {}}})
+    )
+    with pytest.raises(
+        ConfigError, match=r"gru: the CTranslate2 engine cannot run this model; .*--engine attnkit$"
+    ):
+        CTranslate2Translator.load(run)
+    assert main(["translate", "--run", str(run), "--engine", "ctranslate2", "a text"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot run this model" in err[0] and "attnkit export" not in err[0]

@@ -138,3 +138,41 @@ def test_a_missing_export_names_the_export_command_that_makes_it(tmp_path: Path,
         ConfigError, match=rf"--model {checkpoint} --out DIR` and pass --model DIR$"
     ):
         OnnxSentenceEncoder.load(checkpoint)
+
+
+def test_a_failed_onnx_export_leaves_nothing_half_written(
+    digits_run: Path, tmp_path: Path, monkeypatch
+) -> None:
+    import attnkit.export.onnx as onnx_export
+
+    def no_onnxruntime(*args: object, **kwargs: object) -> None:
+        raise ImportError("the onnxruntime engine needs the onnx and onnxruntime packages")
+
+    out = tmp_path / "vit-onnx"
+    with monkeypatch.context() as patch:  # fails at the check, after model.onnx is written
+        patch.setattr(onnx_export, "_session", no_onnxruntime)
+        with pytest.raises(ImportError, match="onnxruntime engine needs"):
+            export_onnx(digits_run, out)
+    assert list(tmp_path.iterdir()) == []  # no model.onnx without attnkit.json, no temp folder
+    assert export_onnx(digits_run, out) == out
+    written = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert sorted(written) == [META_FILE, "model.onnx"]
+    with monkeypatch.context() as patch:  # a failed re-export keeps the earlier one whole
+        patch.setattr(onnx_export, "_session", no_onnxruntime)
+        with pytest.raises(ImportError):
+            export_onnx(digits_run, out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == written
+    assert export_onnx(digits_run, out) == out  # replaced by a new export
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["vit-onnx"]
+
+
+def test_a_vit_run_without_checkpoints_is_treated_as_a_run(
+    digits_run: Path, tmp_path: Path, capsys
+) -> None:
+    run = tmp_path / "vit"
+    run.mkdir()
+    (run / "config.json").write_bytes((digits_run / "config.json").read_bytes())
+    assert main(["export", "--run", str(run), "--format", "onnx"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{run}: no best checkpoint found" in err[0], err
+    assert "BERT" not in err[0] and sorted(p.name for p in run.iterdir()) == ["config.json"]

@@ -149,7 +149,8 @@ def add_threads_option(parser: Any) -> None:
     parser.add_argument(
         "--threads",
         type=positive_int,
-        help="PyTorch CPU threads (default: one per core); on a machine whose cores are busy "
+        help="CPU threads (PyTorch's, or the ctranslate2/onnxruntime engine's where the command "
+        "has --engine; default: one per core); on a machine whose cores are busy "
         "with other programs, 1 is often much faster (OpenMP threads wait for each other)",
     )
 

@@ -83,8 +83,11 @@ def load_backend(
     quantize: str | None = None,
     checkpoint: str = "best",
     device: str = "cpu",
+    threads: int | None = None,
 ) -> Any:
-    """The serving backend of a run folder (dispatched on its kind) or a pretrained encoder."""
+    """The serving backend of a run folder (dispatched on its kind) or a pretrained encoder;
+    ``threads``: the ctranslate2 / onnxruntime engine's CPU threads (None: its default; the
+    attnkit engine's are PyTorch's, set by the caller)."""
     from attnkit.serve.backends import ClassifyBackend, EmbedBackend, TranslateBackend
 
     check_engine_options(engine, checkpoint=checkpoint, quantize=quantize, device=device)
@@ -93,7 +96,7 @@ def load_backend(
         if engine == "onnxruntime":
             from attnkit.export.onnx import OnnxSentenceEncoder
 
-            encoder: Any = OnnxSentenceEncoder.load(model)
+            encoder: Any = OnnxSentenceEncoder.load(model, threads=threads or 0)
         elif engine == "attnkit":
             from attnkit.pretrained.embeddings import SentenceEncoder
 
@@ -106,14 +109,16 @@ def load_backend(
 
     name = Path(run).name
     if engine != "attnkit" and (Path(run) / "attnkit.json").is_file():
-        return _export_backend(run, engine, device)  # an export folder on its own
+        return _export_backend(run, engine, device, threads)  # an export folder on its own
     read_run_config(run)  # a clear error for a folder that is not a run
     kind = run_kind(run)
     if kind == "translation":
         if engine == "ctranslate2":
             from attnkit.export.ct2 import CTranslate2Translator
 
-            translator: Any = CTranslate2Translator.load(run, device=device)
+            translator: Any = CTranslate2Translator.load(
+                run, device=device, intra_threads=threads or 0
+            )
         elif engine == "attnkit":
             from attnkit.translation.translator import Translator
 
@@ -127,7 +132,7 @@ def load_backend(
         if engine == "onnxruntime":
             from attnkit.export.onnx import OnnxClassifier
 
-            classifier: Any = OnnxClassifier.load(run)
+            classifier: Any = OnnxClassifier.load(run, threads=threads or 0)
         elif engine == "attnkit":
             if quantize is not None:
                 raise ValueError("--quantize is for translation runs and encoders")
@@ -143,7 +148,7 @@ def load_backend(
     )
 
 
-def _export_backend(folder: str, engine: str, device: str) -> Any:
+def _export_backend(folder: str, engine: str, device: str, threads: int | None) -> Any:
     """The backend of an export folder given as ``--run`` (``attnkit export --out DIR``): a
     CTranslate2 translator, or an ONNX image classifier (an ONNX sentence encoder is served
     with ``--model``)."""
@@ -153,11 +158,12 @@ def _export_backend(folder: str, engine: str, device: str) -> Any:
     if engine == "ctranslate2":
         from attnkit.export.ct2 import CTranslate2Translator
 
-        translator = CTranslate2Translator.load(folder, device=device)
+        translator = CTranslate2Translator.load(folder, device=device, intra_threads=threads or 0)
         return TranslateBackend(translator, name=name, engine=engine)
     from attnkit.export.onnx import OnnxClassifier
 
-    return ClassifyBackend(OnnxClassifier.load(folder), name=name, engine=engine)
+    classifier = OnnxClassifier.load(folder, threads=threads or 0)
+    return ClassifyBackend(classifier, name=name, engine=engine)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -186,6 +192,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         quantize=args.quantize,
         checkpoint=args.checkpoint,
         device=args.device,
+        threads=args.threads,
     )
     api_key = api_key_setting(args.api_key)
     app = create_app(backend, api_key=api_key, limits=limits)

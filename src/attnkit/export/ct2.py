@@ -15,11 +15,15 @@ passes the ids as those strings, and decodes the ids it gets back with the run's
 An exported folder (default ``RUN/export/ctranslate2``) holds CTranslate2's files (``model.bin``,
 ``config.json``, vocabularies), ``attnkit.json`` (the run's config sections and what was exported)
 and a copy of the run's ``tokenizer/``; it is enough to translate without the run folder.
+
+The output folder is checked first and written beside its place, then swapped in
+(:mod:`attnkit.export.folders`).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import types
 from collections.abc import Sequence
@@ -31,6 +35,7 @@ import torch
 from attnkit.config import ConfigError
 from attnkit.data.text import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 from attnkit.decoding import Hypothesis, length_limits
+from attnkit.export.folders import ExportLayout, check_out_folder, staged_folder
 from attnkit.layers.positional import LearnedPositionalEmbedding, SinusoidalPositionalEncoding
 from attnkit.models import build_seq2seq
 from attnkit.models.transformer import Transformer
@@ -42,6 +47,7 @@ from attnkit.translation.translator import Translator
 from attnkit.version import __version__
 
 __all__ = [
+    "CT2_LAYOUT",
     "CT2_QUANTIZATIONS",
     "DEFAULT_SUBDIR",
     "META_FILE",
@@ -58,15 +64,25 @@ CT2_QUANTIZATIONS = ("float32", "int8", "int8_float32")
 #: Where an export goes by default, under the run folder.
 DEFAULT_SUBDIR = Path("export") / "ctranslate2"
 #: attnkit's own description of an exported folder.
+log = logging.getLogger(__name__)
+
 META_FILE = "attnkit.json"
 META_FORMAT = 1
+
+
+#: A CTranslate2 export (the vocabularies: ``shared_vocabulary.json`` or source and target ones).
+CT2_LAYOUT = ExportLayout(
+    "CTranslate2",
+    (META_FILE, "model.bin"),
+    (META_FILE, "model.bin", "config.json", "*vocabulary*", "tokenizer"),
+)
 
 
 def import_ctranslate2() -> Any:
     """The ``ctranslate2`` module, or an ImportError that says how to install it."""
     try:
         import ctranslate2
-    except ImportError as err:  # pragma: no cover - depends on the environment
+    except ImportError as err:
         raise ImportError(
             "the CTranslate2 engine needs the ctranslate2 package; install it with "
             "`pip install 'attnkit[export]'` (or `pip install ctranslate2`)"
@@ -220,7 +236,9 @@ def export_ctranslate2(
 
     Args:
         run_dir: the run folder (``config.json``, ``tokenizer/``, checkpoints).
-        out_dir: the folder to write (replaced if it exists); default ``RUN/export/ctranslate2``.
+        out_dir: the folder to write; default ``RUN/export/ctranslate2``. An existing one must
+            be empty or an earlier CTranslate2 export, which is replaced (see
+            :func:`check_out_folder`).
         quantization: weight type stored in ``model.bin``: ``float32``, ``int8`` or
             ``int8_float32`` (int8 weights; ``int8`` may compute in int8 on the CPU).
         checkpoint: ``best``, ``last``, a checkpoint name or folder.
@@ -240,21 +258,16 @@ def export_ctranslate2(
             "translation runs (--format onnx exports ViT runs and pretrained encoders)"
         )
     check_exportable(raw.get("model_type", "transformer"), raw.get("model"))
-    cfg = load_run_config(run_dir)
     import_ctranslate2()
+    out = Path(out_dir) if out_dir is not None else run_dir / DEFAULT_SUBDIR
+    check_out_folder(out, CT2_LAYOUT, sources=[run_dir])
+    cfg = load_run_config(run_dir)
     model = build_seq2seq(cfg.model_type, cfg.model)
     path = find_checkpoint(run_dir, checkpoint, cfg.train.keep_best)
     load_checkpoint(path, model, with_state=False)
     spec = transformer_spec(model.eval())
-    out = Path(out_dir) if out_dir is not None else run_dir / DEFAULT_SUBDIR
     spec.validate()
     spec.optimize(quantization=quantization)
-    tmp = out.with_name(out.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    spec.save(str(tmp))
-    shutil.copytree(run_dir / "tokenizer", tmp / "tokenizer")
     meta = {
         "format": META_FORMAT,
         "attnkit_version": __version__,
@@ -264,11 +277,28 @@ def export_ctranslate2(
         "run": str(run_dir),
         "config": raw,
     }
-    (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+    with staged_folder(out) as tmp:
+        spec.save(str(tmp))
+        shutil.copytree(run_dir / "tokenizer", tmp / "tokenizer")
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return out
+
+
+def _refuse_unexportable_run(path: Path) -> None:
+    """Raise :func:`check_exportable`'s error, naming ``path``, when ``path`` is a translation
+    run CTranslate2 cannot express (so no export of it can exist)."""
+    if not (path / "config.json").is_file():
+        return
+    try:
+        raw = read_run_config(path)
+    except ConfigError:
+        return  # not a readable run: the caller's "no export found" says what to do
+    if raw.get("task", "translation") != "translation":
+        return
+    try:
+        check_exportable(raw.get("model_type", "transformer"), raw.get("model"))
+    except ConfigError as err:
+        raise ConfigError(f"{path}: the CTranslate2 engine cannot run this model; {err}") from None
 
 
 def _export_folder(path: str | Path) -> Path:
@@ -277,6 +307,7 @@ def _export_folder(path: str | Path) -> Path:
     for candidate in (path, path / DEFAULT_SUBDIR):
         if (candidate / META_FILE).is_file() and (candidate / "model.bin").is_file():
             return candidate
+    _refuse_unexportable_run(path)
     raise ConfigError(
         f"{path}: no CTranslate2 export found (looked for {META_FILE} and model.bin in it and in "
         f"{path / DEFAULT_SUBDIR}); make one with `attnkit export --run RUN --format ctranslate2`"
@@ -304,6 +335,7 @@ class CTranslate2Translator(Translator):
     def __init__(self, translator: Any, src_tok: Any, tgt_tok: Any, *, config: RunConfig) -> None:
         self.ct2, self.src_tok, self.tgt_tok, self.config = translator, src_tok, tgt_tok, config
         self.model = None  # type: ignore[assignment]
+        self._warned_penalty = False  # (once per translator)
 
     @classmethod
     def load(  # type: ignore[override]
@@ -372,6 +404,14 @@ class CTranslate2Translator(Translator):
             groups.setdefault(low, []).append(i)
         keep = decode.n_best if n_best is None else n_best
         keep = max(1, min(keep, beam_size))
+        if beam_size > 1 and decode.length_penalty_kind == "gnmt" and not self._warned_penalty:
+            self._warned_penalty = True
+            log.warning(
+                "this run ranks beams with the GNMT length penalty, which CTranslate2 does not "
+                "have: it divides by |y| ** %g instead, so beam-search results and scores may "
+                "differ from --engine attnkit (greedy search is the same)",
+                decode.length_penalty,
+            )
         # CTranslate2 divides scores by |y| ** length_penalty, in greedy search too: 0 there
         # keeps the summed log-probability that attnkit's greedy search reports.
         none = beam_size == 1 or decode.length_penalty_kind == "none"

@@ -11,6 +11,9 @@ and PyTorch on the same inputs and record the largest absolute difference in the
 ``attnkit.json`` (:func:`check_onnx` raises when it exceeds the tolerance, 1e-4).
 :class:`OnnxSentenceEncoder` and :class:`OnnxClassifier` are the attnkit inference classes with the
 model replaced by an onnxruntime session.
+
+An export is written beside its folder and swapped in when complete; an existing output folder
+must be empty or an earlier ONNX export (see :func:`attnkit.export.folders.check_out_folder`).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnkit.config import ConfigError, from_dict
+from attnkit.export.folders import ExportLayout, check_out_folder, staged_folder
 from attnkit.pretrained.bert import MODEL_PACKAGES, resolve_model_path
 from attnkit.pretrained.embeddings import SentenceEncoder
 from attnkit.pretrained.tokenizer import PretrainedTokenizer
@@ -38,13 +42,16 @@ from attnkit.vision.config import VisionRunConfig
 
 __all__ = [
     "MODEL_FILE",
+    "ONNX_LAYOUT",
     "TOLERANCE",
     "OnnxClassifier",
     "OnnxSentenceEncoder",
     "check_onnx",
     "export_classifier",
     "export_onnx",
+    "export_run",
     "export_sentence_encoder",
+    "import_onnx_export",
     "import_onnxruntime",
 ]
 
@@ -54,18 +61,45 @@ DEFAULT_SUBDIR = Path("export") / "onnx"
 #: Largest accepted absolute difference between onnxruntime and PyTorch outputs.
 TOLERANCE = 1e-4
 OPSET = 17
+#: Pretrained checkpoint files an export copies beside ``model.onnx`` (its tokenizer and config).
+_ENCODER_FILES = (
+    "config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+)
+#: An ONNX export folder: what it always holds and everything it may hold.
+ONNX_LAYOUT = ExportLayout(
+    "ONNX", (META_FILE, MODEL_FILE), (META_FILE, MODEL_FILE, *_ENCODER_FILES, "1_Pooling")
+)
 
 
 def import_onnxruntime() -> Any:
     """The ``onnxruntime`` module, or an ImportError that says how to install it."""
     try:
         import onnxruntime
-    except ImportError as err:  # pragma: no cover - depends on the environment
+    except ImportError as err:
         raise ImportError(
             "the onnxruntime engine needs the onnx and onnxruntime packages; install them "
             "with `pip install 'attnkit[export]'`"
         ) from err
     return onnxruntime
+
+
+def import_onnx_export(check: bool = True) -> None:
+    """Raise a one-line ImportError naming the extra to install unless the packages an ONNX
+    export needs are there: ``onnx`` (``torch.onnx.export``) and, to ``check`` the result,
+    ``onnxruntime``."""
+    try:
+        import onnx  # noqa: F401
+
+        if check:
+            import onnxruntime  # noqa: F401
+    except ImportError as err:
+        raise ImportError(
+            "the ONNX export needs the onnx and onnxruntime packages; install them with "
+            "`pip install 'attnkit[export]'`"
+        ) from err
 
 
 def _session(path: Path, threads: int = 0) -> Any:
@@ -117,7 +151,6 @@ def _export(
     output_name: str,
     dynamic_axes: dict[str, dict[int, str]],
 ) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer warnings about Python-side shape checks
         torch.onnx.export(
@@ -184,13 +217,21 @@ def export_sentence_encoder(
     difference to PyTorch (``max_abs_diff``) when ``check``.
 
     Returns:
-        the written folder.
+        the written folder (an existing ``out_dir`` must be empty or an earlier ONNX export).
     """
     folder = resolve_model_path(model)
+    import_onnx_export(check)
+    out = Path(out_dir)
+    check_out_folder(out, ONNX_LAYOUT, sources=[folder])
+    with staged_folder(out) as tmp:
+        _write_sentence_encoder(model, folder, tmp, check=check)
+    return out
+
+
+def _write_sentence_encoder(model: str | Path, folder: Path, out: Path, *, check: bool) -> None:
+    """Write the export of the checkpoint ``folder`` (named ``model``) into the folder ``out``."""
     encoder = SentenceEncoder.from_pretrained(folder, "cpu")
     module = _PooledEncoder(encoder).eval()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     texts = ["a short one", "a somewhat longer sentence about cats sitting on mats"]
     batch = encoder.tokenizer(texts)
     args = (batch.input_ids, batch.attention_mask.long())
@@ -206,12 +247,7 @@ def export_sentence_encoder(
             "embeddings": {0: "batch"},
         },
     )
-    for name in (
-        "config.json",
-        "tokenizer.json",
-        "tokenizer_config.json",
-        "special_tokens_map.json",
-    ):
+    for name in _ENCODER_FILES:
         if (folder / name).is_file():
             shutil.copy(folder / name, out / name)
     if (folder / "1_Pooling").is_dir():
@@ -237,7 +273,6 @@ def export_sentence_encoder(
             )
         meta["max_abs_diff"] = check_onnx(module, out / MODEL_FILE, feeds)
     _write_meta(out, meta)
-    return out
 
 
 def export_classifier(
@@ -251,14 +286,23 @@ def export_classifier(
 
     Returns:
         the written folder (``model.onnx``, ``attnkit.json`` with the run's config, class names
-        and, when ``check``, ``max_abs_diff``).
+        and, when ``check``, ``max_abs_diff``); an existing one must be empty or an earlier ONNX
+        export.
     """
     run_dir = Path(run_dir)
+    import_onnx_export(check)
+    out = Path(out_dir) if out_dir is not None else run_dir / DEFAULT_SUBDIR
+    check_out_folder(out, ONNX_LAYOUT, sources=[run_dir])
     classifier = Classifier.load(run_dir, checkpoint=checkpoint, device="cpu")
+    with staged_folder(out) as tmp:
+        _write_classifier(classifier, run_dir, tmp, check=check)
+    return out
+
+
+def _write_classifier(classifier: Classifier, run_dir: Path, out: Path, *, check: bool) -> None:
+    """Write the export of the loaded ``classifier`` of ``run_dir`` into the folder ``out``."""
     module = _Logits(classifier.model).eval()
     m = classifier.model.config
-    out = Path(out_dir) if out_dir is not None else run_dir / DEFAULT_SUBDIR
-    out.mkdir(parents=True, exist_ok=True)
     gen = torch.Generator().manual_seed(0)
     shape = (m.in_channels, m.image_size, m.image_size)
     example = torch.rand(2, *shape, generator=gen)
@@ -279,26 +323,50 @@ def export_classifier(
         feeds = [{"images": torch.rand(n, *shape, generator=gen).numpy()} for n in (1, 2, 5)]
         meta["max_abs_diff"] = check_onnx(module, out / MODEL_FILE, feeds)
     _write_meta(out, meta)
-    return out
 
 
-def export_onnx(
-    source: str | Path, out_dir: str | Path | None = None, *, checkpoint: str = "best"
+def _is_run_folder(path: Path) -> bool:
+    """True when ``path/config.json`` is a training run's (``{"config": {sections}}``), not a
+    pretrained checkpoint's."""
+    try:
+        raw = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(raw, dict) and isinstance(raw.get("config"), dict)
+
+
+def export_run(
+    run_dir: str | Path, out_dir: str | Path | None = None, *, checkpoint: str = "best"
 ) -> Path:
-    """``attnkit export --format onnx``: a ViT run folder, or a pretrained encoder (name/folder).
+    """``attnkit export --format onnx --run RUN``: export a ViT run (default ``RUN/export/onnx``).
 
-    Translation runs are refused with a pointer to ``--format ctranslate2``.
+    Other folders are refused in one line: a pretrained checkpoint (a pointer to ``--model``),
+    and runs of other kinds (translation runs: a pointer to ``--format ctranslate2``).
     """
-    path = Path(source)
-    if (path / "config.json").is_file() and (path / "checkpoints").is_dir():
-        kind = run_kind(path)
-        if kind == "classification":
-            return export_classifier(path, out_dir, checkpoint=checkpoint)
+    path = Path(run_dir)
+    if not _is_run_folder(path):
+        raise ConfigError(
+            f"{path} is not a run folder (no config.json of a training run); a pretrained "
+            "encoder is exported with --model"
+        )
+    kind = run_kind(path)
+    if kind != "classification":
         advice = "; export it with --format ctranslate2" if kind == "translation" else ""
         raise ConfigError(
             f"{path} is {describe_kind(kind)}; --format onnx exports encoder models (ViT runs, "
             f"pretrained encoders){advice}"
         )
+    return export_classifier(path, out_dir, checkpoint=checkpoint)
+
+
+def export_onnx(
+    source: str | Path, out_dir: str | Path | None = None, *, checkpoint: str = "best"
+) -> Path:
+    """A run folder (:func:`export_run`) or a pretrained encoder, a name or checkpoint folder
+    (:func:`export_sentence_encoder`, default folder ``<name>-onnx``), to ONNX."""
+    path = Path(source)
+    if _is_run_folder(path):
+        return export_run(path, out_dir, checkpoint=checkpoint)
     out = Path(out_dir) if out_dir is not None else Path(f"{path.name}-onnx")
     return export_sentence_encoder(source, out)
 
@@ -314,8 +382,44 @@ def _meta(folder: Path, kind: str) -> dict[str, Any]:
                 )
             meta["folder"] = str(candidate)
             return meta
+    raise _missing_export(folder, kind)
+
+
+#: Per export kind: what it is made of, and what ``--engine onnxruntime`` does with it.
+_ENGINE_TAKES = {
+    "classification": ("a ViT run", "classifies with a ViT run's ONNX export"),
+    "sentence-encoder": (
+        "a sentence encoder",
+        "embeds with a folder made by `attnkit export --format onnx --model minilm --out DIR` "
+        "(or --model CHECKPOINT)",
+    ),
+}
+
+
+def _run_advice(run: Path, kind: str) -> str:
+    """What to do instead with a run of ``kind`` given to an onnxruntime engine ("" if nothing)."""
+    if kind == "translation":
+        return (
+            ", and cannot be exported to ONNX (translate with it on the default engine: "
+            f"`attnkit translate --run {run}`)"
+        )
+    if kind == "textclass":
+        return f" (embed with its encoder on the default engine: `attnkit embed --run {run}`)"
+    return ""
+
+
+def _missing_export(folder: Path, kind: str) -> ConfigError:
+    """The error for a folder holding no ONNX export of ``kind``: the command that makes one,
+    or, for a run folder no such export can be made of, what the run is and what to do."""
+    if _is_run_folder(folder) and run_kind(folder) != kind:
+        run = run_kind(folder)
+        wanted, does = _ENGINE_TAKES[kind]
+        return ConfigError(
+            f"{folder} is {describe_kind(run)}, not {wanted}{_run_advice(folder, run)}; "
+            f"--engine onnxruntime {does}"
+        )
     if kind == "classification":  # exported into RUN/export/onnx, where it is looked for
-        run = folder if (folder / "config.json").is_file() else "RUN"
+        run = folder if _is_run_folder(folder) else "RUN"
         how = f"`attnkit export --run {run} --format onnx`"
     else:  # a name or checkpoint folder is what the export reads, not what it writes
         given = str(folder) in MODEL_PACKAGES or (folder / "config.json").is_file()
@@ -323,7 +427,7 @@ def _meta(folder: Path, kind: str) -> dict[str, Any]:
             f"`attnkit export --format onnx --model {folder if given else 'minilm'} --out DIR` "
             "and pass --model DIR"
         )
-    raise ConfigError(
+    return ConfigError(
         f"{folder}: no ONNX export found ({MODEL_FILE} and {META_FILE}); make one with {how}"
     )
 
