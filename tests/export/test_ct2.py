@@ -252,3 +252,42 @@ def test_a_run_ctranslate2_cannot_express_is_named_not_sent_to_export(
     assert main(["translate", "--run", str(run), "--engine", "ctranslate2", "a text"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot run this model" in err[0] and "attnkit export" not in err[0]
+
+
+def test_an_export_older_than_its_runs_checkpoint_is_named_stale(dates_run, tmp_path, caplog):
+    """Loading an export through its run warns when the run has moved on (re-export);
+    a GPU CTranslate2 cannot use is one line naming --device cpu."""
+    import os
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(dates_run[0], run, ignore=shutil.ignore_patterns("export"))
+    assert main(["export", "--run", str(run), "--format", "ctranslate2"]) == 0
+    with caplog.at_level("WARNING"):
+        CTranslate2Translator.load(run)
+    assert "re-export" not in caplog.text  # fresh
+    meta = json.loads((run / "export" / "ctranslate2" / "attnkit.json").read_text())
+    source = Path(meta["checkpoint"])
+    later = (run / "export" / "ctranslate2" / "attnkit.json").stat().st_mtime + 60
+    for f in source.iterdir():
+        os.utime(f, (later, later))  # the run trained on and rewrote that checkpoint
+    with caplog.at_level("WARNING"):
+        CTranslate2Translator.load(run)
+    assert f"{source} was written after this export was made; re-export it" in caplog.text
+    caplog.clear()
+    shutil.rmtree(source)  # ... or dropped it
+    with caplog.at_level("WARNING"):
+        CTranslate2Translator.load(run)
+    assert "which the run no longer has" in caplog.text
+    alone = tmp_path / "alone"  # a copy kept elsewhere, its run gone: nothing to compare
+    shutil.copytree(run / "export" / "ctranslate2", alone)
+    shutil.rmtree(run)
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        CTranslate2Translator.load(alone)
+    assert "re-export" not in caplog.text
+    import torch
+
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="--device cuda: CTranslate2 cannot use a GPU here"):
+            CTranslate2Translator.load(alone, device="cuda")

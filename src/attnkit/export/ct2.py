@@ -55,6 +55,7 @@ __all__ = [
     "check_exportable",
     "export_ctranslate2",
     "import_ctranslate2",
+    "stale_export_reason",
     "transformer_spec",
     "vocabulary",
 ]
@@ -274,6 +275,7 @@ def export_ctranslate2(
         "engine": "ctranslate2",
         "quantization": quantization,
         "checkpoint": str(path),
+        "requested": checkpoint,
         "run": str(run_dir),
         "config": raw,
     }
@@ -312,6 +314,36 @@ def _export_folder(path: str | Path) -> Path:
         f"{path}: no CTranslate2 export found (looked for {META_FILE} and model.bin in it and in "
         f"{path / DEFAULT_SUBDIR}); make one with `attnkit export --run RUN --format ctranslate2`"
     )
+
+
+def stale_export_reason(folder: Path, meta: dict[str, Any], keep_best: int) -> str | None:
+    """Why an export no longer holds what its run would export now, or None.
+
+    Args:
+        folder: the export folder.
+        meta: its ``attnkit.json``.
+        keep_best: the run's ``train.keep_best`` (to find its best checkpoint).
+
+    Only while the run is where the export was made from (an export copied elsewhere is
+    assumed to be kept on purpose): the checkpoint it was made from is gone or was written
+    after the export, or (for ``--checkpoint best``) the run's best checkpoint is now another.
+    """
+    run, source = meta.get("run"), meta.get("checkpoint")
+    if not run or not source or not (Path(run) / "config.json").is_file():
+        return None
+    made, source_path = (folder / META_FILE).stat().st_mtime, Path(source)
+    if not source_path.is_dir():
+        return f"it was made from {source}, which the run no longer has (it trained on since)"
+    if max((f.stat().st_mtime for f in source_path.iterdir()), default=0.0) > made:
+        return f"{source} was written after this export was made"
+    if meta.get("requested") == "best":
+        try:
+            best = find_checkpoint(run, "best", keep_best)
+        except (OSError, ValueError):
+            return None
+        if best.resolve() != source_path.resolve():
+            return f"it holds {source_path.name}, and the run's best checkpoint is now {best.name}"
+    return None
 
 
 class CTranslate2Translator(Translator):
@@ -363,14 +395,30 @@ class CTranslate2Translator(Translator):
         meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
         cfg = run_config_from_dict(meta["config"], derived=True)
         src_tok, tgt_tok = load_tokenizers(folder / "tokenizer")
+        stale = stale_export_reason(folder, meta, cfg.train.keep_best)
+        if stale:
+            log.warning(
+                "%s: %s; re-export it: attnkit export --run %s --format ctranslate2",
+                folder,
+                stale,
+                meta.get("run", "RUN"),
+            )
         dev = "cpu" if device == "auto" else device
-        translator = ct2.Translator(
-            str(folder),
-            device=dev,
-            compute_type=compute_type,
-            intra_threads=intra_threads,
-            inter_threads=inter_threads,
-        )
+        try:
+            translator = ct2.Translator(
+                str(folder),
+                device=dev,
+                compute_type=compute_type,
+                intra_threads=intra_threads,
+                inter_threads=inter_threads,
+            )
+        except (RuntimeError, ValueError) as err:
+            if dev == "cuda" and "CUDA" in str(err):
+                raise ConfigError(
+                    f"--device cuda: CTranslate2 cannot use a GPU here ({str(err).splitlines()[0]}"
+                    "); use --device cpu"
+                ) from None
+            raise
         return cls(translator, src_tok, tgt_tok, config=cfg)
 
     def decode_ids(
