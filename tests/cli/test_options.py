@@ -236,3 +236,12 @@ def test_a_missing_optional_package_is_one_line_naming_the_extra(monkeypatch, ca
     monkeypatch.setattr(translate_cli, "cmd_translate", explained)
     assert main(["translate", "--run", "r", "x"]) == 2
     assert capsys.readouterr().err.count("pip install") == 1
+
+    def broken(args) -> int:  # an import error inside attnkit is a bug: its traceback stays
+        from attnkit.config import no_such_name  # type: ignore[attr-defined]  # noqa: F401
+
+        return 0
+
+    monkeypatch.setattr(translate_cli, "cmd_translate", broken)
+    with pytest.raises(ImportError, match="no_such_name"):
+        main(["translate", "--run", "r", "x"])

@@ -51,6 +51,11 @@ def test_sentence_encoder_matches_pytorch(tmp_path: Path, capsys) -> None:
     assert main(["embed", "--engine", "onnxruntime", "--model", str(out), TEXTS[0], TEXTS[3]]) == 0
     via_cli = np.array(json.loads(capsys.readouterr().out)["embeddings"])
     np.testing.assert_allclose(via_cli, want[[0, 3]], atol=1e-4)
+    from attnkit.cli.serve import load_backend
+
+    backend = load_backend(run=str(out), engine="onnxruntime")  # the export folder as --run
+    assert backend.kind == "embedding"
+    np.testing.assert_allclose(backend.process([(TEXTS[0],)])[0][0], want[0], atol=1e-4)
     with capsys.disabled():
         print(
             f"\nONNX MiniLM: onnxruntime vs PyTorch max abs difference {diff:.2e} "

@@ -82,18 +82,42 @@ def test_out_folder_refuses_what_it_would_destroy(tmp_path: Path) -> None:
 
 def test_staged_folder_replaces_only_when_complete(tmp_path: Path) -> None:
     out = fake_export(tmp_path / "ct2")
-    with pytest.raises(RuntimeError, match="half way"), staged_folder(out) as tmp:
+    with pytest.raises(RuntimeError, match="half way"), staged_folder(out, CT2_LAYOUT) as tmp:
         (tmp / "model.bin").write_text("new, half")
         raise RuntimeError("half way")
     assert (out / "model.bin").read_text() == "old" and leftovers(tmp_path) == []
-    with staged_folder(out) as tmp:
+    with staged_folder(out, CT2_LAYOUT) as tmp:
         (tmp / "model.bin").write_text("new")
     assert sorted(p.name for p in out.iterdir()) == ["model.bin"]
     assert (out / "model.bin").read_text() == "new" and leftovers(tmp_path) == []
     fresh = tmp_path / "a" / "b" / "out"  # the folders it made for a failed export go too
-    with pytest.raises(RuntimeError), staged_folder(fresh):
+    with pytest.raises(RuntimeError), staged_folder(fresh, CT2_LAYOUT):
         raise RuntimeError("no")
     assert not (tmp_path / "a").exists()
+
+
+def test_what_is_checked_is_what_is_replaced(tmp_path: Path) -> None:
+    """``link/..`` and a folder filled while the export ran: the swap never replaces a folder
+    the check did not accept (the real path is used for both, and checked again at the end)."""
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "precious.txt").write_text("mine")
+    exp = fake_export(tmp_path / "elsewhere" / "exp")
+    (work / "link").symlink_to(exp / "tokenizer")
+    via_link = work / "link" / ".."  # textually "work", really "elsewhere/exp"
+    check_out_folder(via_link, CT2_LAYOUT)  # the earlier export is what it names
+    with staged_folder(via_link, CT2_LAYOUT) as tmp:
+        (tmp / "attnkit.json").write_text("{}")
+        (tmp / "model.bin").write_text("new")
+    assert (work / "precious.txt").read_text() == "mine" and (work / "link").is_symlink()
+    assert (tmp_path / "elsewhere" / "exp" / "model.bin").read_text() == "new"
+    out = fake_export(tmp_path / "ct2")
+    with pytest.raises(FileExistsError, match="also holds late.txt"):
+        with staged_folder(out, CT2_LAYOUT) as tmp:
+            (tmp / "model.bin").write_text("new")
+            (out / "late.txt").write_text("written while the export ran")
+    assert (out / "late.txt").is_file() and (out / "model.bin").read_text() == "old"
+    assert leftovers(tmp_path) == []
 
 
 def test_export_never_writes_over_a_foreign_folder_or_the_run(tmp_path: Path, capsys) -> None:

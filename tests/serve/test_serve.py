@@ -221,7 +221,7 @@ def test_limits_auth_and_errors_are_json_one_liners(served: Served) -> None:
         )
         assert r.status_code == 422
         assert r.json()["error"].startswith("the body is not valid JSON: ")
-        assert "(character 1)" in r.json()["error"]
+        assert "(character 2)" in r.json()["error"]  # counted from 1: "n" of "{not json"
         r = client.post("/v1/embed", json={"text": "a"})
         assert r.status_code == 404 and "translation model" in r.json()["error"]
         assert client.get("/nowhere").status_code == 404
@@ -298,7 +298,8 @@ def test_malformed_bodies_are_refused_before_work_with_one_line(served: Served) 
             ({"text": "a", "beam": "4"}, "beam: Input should be a valid integer"),
             ({"text": "a", "beam": True}, "beam: Input should be a valid integer"),
             ({"text": "a", "nbest": 2}, "nbest: not a field of this request"),
-            ({"text": [1, 2]}, "text[0]: Input should be a valid string"),
+            ({"text": [1, 2]}, "text item 1: Input should be a valid string"),
+            ({"text": "a", "beam": 4.5}, "beam: Input should be a valid integer"),
             ({"text": "a", "attention": "yes"}, "attention: Input should be a valid boolean"),
         ]
         for body, message in cases:
@@ -325,11 +326,29 @@ def test_malformed_bodies_are_refused_before_work_with_one_line(served: Served) 
             yield b'"}'
 
         r = client.post("/v1/translate", content=chunks())
-        assert r.status_code == 413 and "more than " in r.json()["error"]
+        assert r.status_code == 413 and "has at least " in r.json()["error"]
         assert client.post("/v1/translate", json={"text": "3 may 1999"}).status_code == 200
+        r = client.post("/v1/translate", json={"text": "3 may 1999", "beam": 4.0, "n_best": 2.0})
+        assert r.status_code == 200, r.text  # a whole-number float is a JSON integer
+        r = client.post("/v1/translate", content=b"")
+        assert r.status_code == 422 and r.json()["error"].startswith("the body is empty")
+
+
+def test_the_default_body_limit_admits_every_request_the_other_limits_do() -> None:
+    """Worst cases written by ordinary JSON encoders: every character beyond the BMP as two
+    escapes (json.dumps' default), base64 with "/" escaped as "\\/" (as PHP writes it)."""
+    limits = Limits()
+    texts = {"text": ["\U0001f600" * limits.max_chars] * limits.max_items, "n_best": 16}
+    assert len(json.dumps(texts).encode()) <= limits.body_limit("translation")
+    image = base64.b64encode(random.Random(0).randbytes(limits.max_image_bytes)).decode()
+    body = json.dumps({"image": [image] * 4}).replace("/", "\\/").encode()
+    per_image = (len(body) - 64) / 4
+    assert per_image * limits.max_items + 64 <= limits.body_limit("classification")
 
 
 def test_the_key_is_checked_before_the_body_and_empty_key_turns_it_off(monkeypatch) -> None:
+    from fastapi import FastAPI
+
     from attnkit.serve.server import api_key_setting, url
 
     keyed = Served(create_app(TranslateBackend(_SlowTranslator(0), name="k"), api_key="s3cret"))
@@ -340,6 +359,18 @@ def test_the_key_is_checked_before_the_body_and_empty_key_turns_it_off(monkeypat
         assert r.status_code == 401
     finally:
         keyed.stop()
+    # mounted under a prefix (as behind a proxy): the key is still asked for
+    outer = FastAPI()
+    outer.mount("/api", create_app(TranslateBackend(_SlowTranslator(0), name="m"), api_key="k"))
+    mounted = Served(outer)
+    try:
+        assert httpx.get(f"{mounted.url}/api/v1/models", timeout=30).status_code == 401
+        r = httpx.post(f"{mounted.url}/api/v1/translate", json={"text": "a"}, timeout=30)
+        assert r.status_code == 401
+        r = httpx.get(f"{mounted.url}/api/v1/models", headers={"X-API-Key": "k"}, timeout=30)
+        assert r.status_code == 200
+    finally:
+        mounted.stop()
     monkeypatch.setenv("ATTNKIT_API_KEY", "from-env")
     assert api_key_setting(None) == "from-env" and api_key_setting("flag") == "flag"
     assert api_key_setting("") is None  # --api-key "" turns the environment's key off

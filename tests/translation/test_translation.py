@@ -464,7 +464,9 @@ def test_joint_alternatives_are_the_best_combinations() -> None:
         limit = max(len(alts) for alts in lists)
         assert [round(s, 9) for _, s in got] == [round(s, 9) for _, s in every[:limit]]
         assert got[0][0] == " ".join(alts[0][0] for alts in lists)
-    assert joint_alternatives([[("a", -1.0)], None]) is None
+    assert joint_alternatives([[("a", -1.0)], None]) is None  # greedy: no lists
+    # a sentence with no output keeps the text's list (as its Translation: "", -inf)
+    assert joint_alternatives([[("a", -1.0)], []]) == [("a ", float("-inf"))]
 
 
 def test_n_best_of_a_text_of_several_sentences(

@@ -75,6 +75,12 @@ _EXTRAS = {
 }
 
 
+def _names_an_extra(err: ImportError) -> bool:
+    """An optional package is missing (or attnkit's message already says what to install)."""
+    missing = isinstance(err, ModuleNotFoundError) and (err.name or "").split(".")[0] in _EXTRAS
+    return missing or "pip install" in str(err)
+
+
 def missing_package_message(err: ImportError) -> str:
     """One line for an optional package that is not installed: the message attnkit gave it
     (which names the extra), or the package and the extra that installs it."""
@@ -137,8 +143,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes at exit
         return 141
     except (ValueError, OSError, RuntimeError, ImportError) as err:
-        if args.verbose:
-            raise
+        if args.verbose or (isinstance(err, ImportError) and not _names_an_extra(err)):
+            raise  # (an ImportError inside attnkit is a bug: its traceback is wanted)
         if isinstance(err, ImportError):
             message = missing_package_message(err)
         elif isinstance(err, OSError) and err.filename is not None and err.strerror:

@@ -67,6 +67,12 @@ def register(sub: Any) -> None:
         help="how long a request waits to be batched",
     )
     p.add_argument(
+        "--max-body",
+        type=positive_int,
+        help="bytes per request body (413, before it is parsed; default: what the other "
+        "limits allow for the model kind)",
+    )
+    p.add_argument(
         "--max-batch-tokens",
         type=positive_int,
         default=4096,
@@ -150,9 +156,8 @@ def load_backend(
 
 def _export_backend(folder: str, engine: str, device: str, threads: int | None) -> Any:
     """The backend of an export folder given as ``--run`` (``attnkit export --out DIR``): a
-    CTranslate2 translator, or an ONNX image classifier (an ONNX sentence encoder is served
-    with ``--model``)."""
-    from attnkit.serve.backends import ClassifyBackend, TranslateBackend
+    CTranslate2 translator, an ONNX image classifier or an ONNX sentence encoder."""
+    from attnkit.serve.backends import ClassifyBackend, EmbedBackend, TranslateBackend
 
     name = Path(folder).name
     if engine == "ctranslate2":
@@ -160,8 +165,11 @@ def _export_backend(folder: str, engine: str, device: str, threads: int | None) 
 
         translator = CTranslate2Translator.load(folder, device=device, intra_threads=threads or 0)
         return TranslateBackend(translator, name=name, engine=engine)
-    from attnkit.export.onnx import OnnxClassifier
+    from attnkit.export.onnx import OnnxClassifier, OnnxSentenceEncoder, export_kind
 
+    if export_kind(folder) == "sentence-encoder":
+        encoder = OnnxSentenceEncoder.load(folder, threads=threads or 0)
+        return EmbedBackend(encoder, name=name, engine=engine)
     classifier = OnnxClassifier.load(folder, threads=threads or 0)
     return ClassifyBackend(classifier, name=name, engine=engine)
 
@@ -184,6 +192,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         max_queue=args.max_queue,
         max_wait_ms=args.max_wait_ms,
         max_batch_tokens=args.max_batch_tokens,
+        max_body_bytes=args.max_body,
     )
     backend = load_backend(
         run=args.run,

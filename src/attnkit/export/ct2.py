@@ -64,9 +64,9 @@ __all__ = [
 CT2_QUANTIZATIONS = ("float32", "int8", "int8_float32")
 #: Where an export goes by default, under the run folder.
 DEFAULT_SUBDIR = Path("export") / "ctranslate2"
-#: attnkit's own description of an exported folder.
 log = logging.getLogger(__name__)
 
+#: attnkit's own description of an exported folder.
 META_FILE = "attnkit.json"
 META_FORMAT = 1
 
@@ -279,7 +279,7 @@ def export_ctranslate2(
         "run": str(run_dir),
         "config": raw,
     }
-    with staged_folder(out) as tmp:
+    with staged_folder(out, CT2_LAYOUT, sources=[run_dir]) as tmp:
         spec.save(str(tmp))
         shutil.copytree(run_dir / "tokenizer", tmp / "tokenizer")
         (tmp / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")

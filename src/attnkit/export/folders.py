@@ -65,7 +65,7 @@ def check_out_folder(
     write), which the new export replaces. Refused: a file, any other folder, and ``sources``
     (the run or model folder exported) or a folder holding one of them.
     """
-    out = Path(out)
+    out = _real(out)
     _refuse_source_inside(out, sources)
     if os.path.lexists(out) and not out.is_dir():
         raise FileExistsError(f"--out {out} is a file, not a folder; choose a new folder")
@@ -117,21 +117,32 @@ def _swap_in(tmp: Path, out: Path) -> None:
     shutil.rmtree(aside)
 
 
-@contextlib.contextmanager
-def staged_folder(out: str | Path) -> Iterator[Path]:
-    """An empty temporary folder beside ``out`` to write an export into.
+def _real(out: str | Path) -> Path:
+    """The folder ``out`` names, as the check and the swap both use it: symlinks followed and
+    ``..`` resolved on the real path (``link/..`` is the link target's parent), so what is
+    checked is what is replaced; a symlinked ``--out`` keeps its link and gets a new target."""
+    return Path(os.path.realpath(out))
 
-    When the ``with`` block ends normally the folder replaces ``out`` (see
-    :func:`check_out_folder` for what may be replaced); when it raises, the folder is deleted and
-    ``out`` is untouched. Either way nothing is left behind (nor the parent folders it made).
+
+@contextlib.contextmanager
+def staged_folder(
+    out: str | Path, layout: ExportLayout, *, sources: Sequence[str | Path] = ()
+) -> Iterator[Path]:
+    """An empty temporary folder beside ``out`` to write an export of ``layout`` into.
+
+    When the ``with`` block ends normally the folder replaces ``out``, after
+    :func:`check_out_folder` is asked again (the export may have taken minutes, and ``out``
+    may have changed meanwhile); when it raises, the folder is deleted and ``out`` is untouched.
+    Either way nothing is left behind (nor the parent folders it made).
     """
-    out = Path(os.path.abspath(out))  # "." and ".." resolved: the folder has a name
+    out = _real(out)  # "." and ".." resolved: the folder has a name
     created = [p for p in (out.parent, *out.parent.parents) if not os.path.lexists(p)]
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = _sibling(out, ".tmp")
     done = False
     try:
         yield tmp
+        check_out_folder(out, layout, sources=sources)
         _swap_in(tmp, out)
         done = True
     finally:

@@ -48,6 +48,7 @@ __all__ = [
     "OnnxSentenceEncoder",
     "check_onnx",
     "export_classifier",
+    "export_kind",
     "export_onnx",
     "export_run",
     "export_sentence_encoder",
@@ -223,7 +224,7 @@ def export_sentence_encoder(
     import_onnx_export(check)
     out = Path(out_dir)
     check_out_folder(out, ONNX_LAYOUT, sources=[folder])
-    with staged_folder(out) as tmp:
+    with staged_folder(out, ONNX_LAYOUT, sources=[folder]) as tmp:
         _write_sentence_encoder(model, folder, tmp, check=check)
     return out
 
@@ -294,7 +295,7 @@ def export_classifier(
     out = Path(out_dir) if out_dir is not None else run_dir / DEFAULT_SUBDIR
     check_out_folder(out, ONNX_LAYOUT, sources=[run_dir])
     classifier = Classifier.load(run_dir, checkpoint=checkpoint, device="cpu")
-    with staged_folder(out) as tmp:
+    with staged_folder(out, ONNX_LAYOUT, sources=[run_dir]) as tmp:
         _write_classifier(classifier, run_dir, tmp, check=check)
     return out
 
@@ -369,6 +370,16 @@ def export_onnx(
         return export_run(path, out_dir, checkpoint=checkpoint)
     out = Path(out_dir) if out_dir is not None else Path(f"{path.name}-onnx")
     return export_sentence_encoder(source, out)
+
+
+def export_kind(folder: str | Path) -> str | None:
+    """The ``kind`` of the ONNX export in ``folder`` (or ``folder/export/onnx``):
+    ``classification`` or ``sentence-encoder``; None when there is none."""
+    for candidate in (Path(folder), Path(folder) / DEFAULT_SUBDIR):
+        file = candidate / META_FILE
+        if file.is_file() and (candidate / MODEL_FILE).is_file():
+            return json.loads(file.read_text(encoding="utf-8")).get("kind")
+    return None
 
 
 def _meta(folder: Path, kind: str) -> dict[str, Any]:

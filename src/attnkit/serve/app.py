@@ -22,12 +22,12 @@ import logging
 import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from attnkit.serve.backends import (
@@ -94,18 +94,33 @@ class Limits:
 
     def body_limit(self, kind: str) -> int:
         """Bytes a request body may have: :attr:`max_body_bytes`, or the largest body the other
-        limits let through for a ``kind`` model (a character written as a JSON escape takes 6
-        bytes; base64 takes 4 for 3), plus 64 KiB for the rest of the JSON."""
+        limits let through for a ``kind`` model, plus 64 KiB for the rest of the JSON: per text,
+        12 bytes a character (a character beyond the BMP counts one but may be written as two
+        JSON escapes, ``\\ud83d\\ude00``) and 8 for quotes and commas; per image, its base64
+        (4 bytes for 3) with every ``/`` escaped as ``\\/`` (+1/64 at most on average, +128)."""
         if self.max_body_bytes is not None:
             return self.max_body_bytes
         if kind == "classification":
-            return self.max_items * (self.max_image_bytes * 4 // 3 + 64) + (64 << 10)
-        return self.max_items * self.max_chars * 6 + (64 << 10)
+            base64_len = -(-self.max_image_bytes // 3) * 4
+            return self.max_items * (base64_len * 65 // 64 + 128) + (64 << 10)
+        return self.max_items * (self.max_chars * 12 + 8) + (64 << 10)
 
 
 #: Request bodies take JSON types as they are ("4" is not a number, true not 1) and refuse
 #: fields they do not have (a misspelt "nbest" is an error, not silently ignored).
 _STRICT = ConfigDict(extra="forbid", strict=True)
+
+
+def _whole_number(value: Any) -> Any:
+    """4.0 is the JSON number 4 (some clients write every number as a float); 4.5 stays a
+    float, and strict mode refuses it, as it refuses "4" and true."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+#: A JSON integer (a whole-number float included).
+Count = Annotated[int, BeforeValidator(_whole_number)]
 
 
 class TranslateRequest(BaseModel):
@@ -114,8 +129,8 @@ class TranslateRequest(BaseModel):
     model_config = _STRICT
 
     text: str | list[str] = Field(description="one text or a list of texts")
-    beam: int | None = Field(None, ge=1, le=16, description="beam size (1 = greedy)")
-    n_best: int = Field(1, ge=1, le=16, description="alternatives to return per text")
+    beam: Count | None = Field(None, ge=1, le=16, description="beam size (1 = greedy)")
+    n_best: Count = Field(1, ge=1, le=16, description="alternatives to return per text")
     attention: bool = Field(False, description="return attention weights per sentence")
 
 
@@ -133,7 +148,7 @@ class ClassifyRequest(BaseModel):
     model_config = _STRICT
 
     image: str | list[str] = Field(description="base64 image(s) (PNG, JPEG, ...)")
-    top_k: int = Field(1, ge=1, le=100)
+    top_k: Count = Field(1, ge=1, le=100)
 
 
 def _texts(value: Any, limits: Limits, what: str = "text") -> tuple[str, ...]:

@@ -203,14 +203,19 @@ def check_image(image: bytes, index: int, max_bytes: int, max_pixels: int) -> No
     header without decoding it: a small file can hold a huge image); unreadable images are
     left to the classifier, which names them."""
     import io
+    import warnings
 
     from PIL import Image
 
     if len(image) > max_bytes:
         raise RequestError(413, f"image {index} has {len(image):,} bytes (limit {max_bytes:,})")
     try:
-        with Image.open(io.BytesIO(image)) as opened:
-            width, height = opened.size
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # judged below
+            with Image.open(io.BytesIO(image)) as opened:
+                width, height = opened.size
+    except Image.DecompressionBombError as err:  # more pixels than PIL will open at all
+        raise RequestError(413, f"image {index}: {err}; send it downscaled") from None
     except Exception:
         return
     if width * height > max_pixels:

@@ -13,6 +13,8 @@ import json
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
 
+from starlette.routing import get_route_path
+
 __all__ = ["Gate", "validation_message"]
 
 Scope = MutableMapping[str, Any]
@@ -62,7 +64,9 @@ class Gate:
         self.app, self.api_key, self.max_body = app, api_key, max_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith("/v1/"):
+        # (the path within the app: behind a proxy's root_path, or mounted, scope["path"] has
+        # the prefix in front)
+        if scope["type"] != "http" or not get_route_path(scope).startswith("/v1/"):
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
@@ -91,20 +95,20 @@ class Gate:
             )
             return
         length = headers.get("content-length", "")
-        if length.isdigit() and int(length) > self.max_body:
+        if length.isascii() and length.isdigit() and int(length) > self.max_body:
             await _reply(send, 413, self._too_large(int(length)))
             return
         body = await self._read(receive)
         if body is None:  # the client went away
             return
         if len(body) > self.max_body:
-            await _reply(send, 413, self._too_large(len(body), at_least=True))
+            await _reply(send, 413, self._too_large(len(body), at_least=True))  # (streamed)
             return
         await self.app(scope, _replay(body, receive), send)
 
     def _too_large(self, size: int, at_least: bool = False) -> str:
         return (
-            f"the request body has {'more than ' if at_least else ''}{size:,} bytes, more than "
+            f"the request body has {'at least ' if at_least else ''}{size:,} bytes, more than "
             f"the limit of {self.max_body:,}; send fewer or shorter texts/images per request"
         )
 
@@ -150,10 +154,13 @@ def validation_message(errors: Sequence[dict[str, Any]]) -> str:
     if not errors:
         return "invalid request"
     for e in errors:
-        if e.get("type") == "json_invalid":  # loc is ("body", character position)
+        if e.get("type") == "json_invalid":  # loc is ("body", character position from 0)
             at = e.get("loc", ("body", "?"))[-1]
             why = (e.get("ctx") or {}).get("error", "not JSON")
-            return f"the body is not valid JSON: {why} (character {at})"
+            where = f"character {at + 1}" if isinstance(at, int) else f"character {at}"
+            return f"the body is not valid JSON: {why} ({where})"
+    if any(e.get("type") == "missing" and tuple(e.get("loc", ())) == ("body",) for e in errors):
+        return 'the body is empty; send a JSON object, e.g. {"text": "..."}'
     first = max(errors, key=lambda e: len(_path(e.get("loc", ()))))
     if first.get("type") == "model_attributes_type":  # the body is not an object
         return 'the body must be a JSON object, e.g. {"text": "..."}'
@@ -165,11 +172,15 @@ def validation_message(errors: Sequence[dict[str, Any]]) -> str:
 
 
 def _path(loc: Sequence[Any]) -> list[Any]:
-    return [x for x in loc if x != "body" and x not in _UNION_BRANCHES]
+    """A field's path without "body" and without pydantic's union-branch names (which follow
+    the field's name: ``("body", "text", "list[str]", 0)``)."""
+    parts = [x for x in loc if x != "body"]
+    return parts[:1] + [x for x in parts[1:] if x not in _UNION_BRANCHES]
 
 
 def _name(path: list[Any]) -> str:
+    """``text item 2`` (list items counted from 1, as the other messages count texts)."""
     text = ""
     for part in path:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+        text += f" item {part + 1}" if isinstance(part, int) else (f".{part}" if text else part)
     return text

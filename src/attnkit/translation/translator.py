@@ -60,14 +60,18 @@ def joint_alternatives(
         the ``n`` best combinations of one alternative per sentence (``n`` the longest list),
         best first: texts joined with a space, scores summed (the sentences are decoded
         independently, so a text's score is the sum of its sentences'); None when a sentence
-        has no list.
+        has no list (greedy search). A sentence with an empty list (no output) counts as
+        ``("", -inf)``.
 
     Keeping the ``n`` best after each sentence is exact: the ``n`` best sums of two lists use
     only the ``n`` best of each.
     """
-    if not lists or any(not alts for alts in lists):
+    if not lists or any(alts is None for alts in lists):
         return None
-    limit = max(len(alts) for alts in lists if alts)
+    # a sentence with no output at all (constraints allowed none): "" and -inf, so the text
+    # still has its list (its score -inf, as the sentence's)
+    lists = [alts or [("", float("-inf"))] for alts in lists]
+    limit = max(len(alts) for alts in lists)
     best: list[tuple[tuple[str, ...], float]] = [((), 0.0)]
     for alts in lists:
         assert alts is not None
