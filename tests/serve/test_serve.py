@@ -469,6 +469,28 @@ def test_page_translates_in_chromium(served: Served, translator: Translator, tmp
         (folder / shot.name).write_bytes(shot.read_bytes())
 
 
+def _png_header(width: int, height: int) -> bytes:
+    """A PNG that claims that size (IHDR) with no pixel data: enough for a reader that looks at
+    the header only."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit greyscale
+    signature = b"\x89PNG\r\n\x1a\n"
+    return (
+        signature + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+    )
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
 def test_classify_and_embed_endpoints(tmp_path: Path) -> None:
     """The other kinds, with stand-in models (the real ones are tested in tests/export)."""
     import numpy as np
@@ -515,6 +537,9 @@ def test_classify_and_embed_endpoints(tmp_path: Path) -> None:
         assert r.json()["error"] == (
             "image 2 is 5000 x 4000 pixels, more than the limit of 16,777,216; send it downscaled"
         )
+        bomb = _png_header(20_000, 10_000)  # past PIL's own limit: it refuses to open it
+        r = httpx.post(f"{cls.url}/v1/classify", json={"image": _b64(bomb)}, timeout=30)
+        assert r.status_code == 413 and r.json()["error"].startswith("image 1 has more than 16,777,216 pixels")
         r = httpx.post(f"{cls.url}/v1/translate", json={"text": "a"}, timeout=30)
         assert r.status_code == 404
         assert "runs a classification model" in r.json()["error"]

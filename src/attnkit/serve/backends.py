@@ -214,8 +214,10 @@ def check_image(image: bytes, index: int, max_bytes: int, max_pixels: int) -> No
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # judged below
             with Image.open(io.BytesIO(image)) as opened:
                 width, height = opened.size
-    except Image.DecompressionBombError as err:  # more pixels than PIL will open at all
-        raise RequestError(413, f"image {index}: {err}; send it downscaled") from None
+    except Image.DecompressionBombError:  # more pixels than PIL will open at all
+        raise RequestError(
+            413, f"image {index} has more than {max_pixels:,} pixels (the limit); send it downscaled"
+        ) from None
     except Exception:
         return
     if width * height > max_pixels:
