@@ -216,7 +216,8 @@ def check_image(image: bytes, index: int, max_bytes: int, max_pixels: int) -> No
                 width, height = opened.size
     except Image.DecompressionBombError:  # more pixels than PIL will open at all
         raise RequestError(
-            413, f"image {index} has more than {max_pixels:,} pixels (the limit); send it downscaled"
+            413,
+            f"image {index} has more than {max_pixels:,} pixels (the limit); send it downscaled",
         ) from None
     except Exception:
         return
