@@ -40,7 +40,12 @@ from attnkit.layers.positional import LearnedPositionalEmbedding, SinusoidalPosi
 from attnkit.models import build_seq2seq
 from attnkit.models.transformer import Transformer
 from attnkit.training.checkpoint import load_checkpoint
-from attnkit.training.runfolder import describe_kind, find_checkpoint, read_run_config
+from attnkit.training.runfolder import (
+    describe_kind,
+    find_checkpoint,
+    is_run_folder,
+    read_run_config,
+)
 from attnkit.translation.config import RunConfig, load_run_config, run_config_from_dict
 from attnkit.translation.task import load_tokenizers
 from attnkit.translation.translator import Translator
@@ -289,7 +294,7 @@ def export_ctranslate2(
 def _refuse_unexportable_run(path: Path) -> None:
     """Raise :func:`check_exportable`'s error, naming ``path``, when ``path`` is a translation
     run CTranslate2 cannot express (so no export of it can exist)."""
-    if not (path / "config.json").is_file():
+    if not is_run_folder(path):
         return
     try:
         raw = read_run_config(path)
@@ -329,7 +334,7 @@ def stale_export_reason(folder: Path, meta: dict[str, Any], keep_best: int) -> s
     after the export, or (for ``--checkpoint best``) the run's best checkpoint is now another.
     """
     run, source = meta.get("run"), meta.get("checkpoint")
-    if not run or not source or not (Path(run) / "config.json").is_file():
+    if not run or not source or not is_run_folder(run):
         return None
     made, source_path = (folder / META_FILE).stat().st_mtime, Path(source)
     if not source_path.is_dir():

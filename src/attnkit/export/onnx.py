@@ -35,7 +35,7 @@ from attnkit.export.folders import ExportLayout, check_out_folder, staged_folder
 from attnkit.pretrained.bert import MODEL_PACKAGES, resolve_model_path
 from attnkit.pretrained.embeddings import SentenceEncoder
 from attnkit.pretrained.tokenizer import PretrainedTokenizer
-from attnkit.training.runfolder import describe_kind, read_run_config, run_kind
+from attnkit.training.runfolder import describe_kind, is_run_folder, read_run_config, run_kind
 from attnkit.version import __version__
 from attnkit.vision.classifier import Classifier
 from attnkit.vision.config import VisionRunConfig
@@ -326,16 +326,6 @@ def _write_classifier(classifier: Classifier, run_dir: Path, out: Path, *, check
     _write_meta(out, meta)
 
 
-def _is_run_folder(path: Path) -> bool:
-    """True when ``path/config.json`` is a training run's (``{"config": {sections}}``), not a
-    pretrained checkpoint's."""
-    try:
-        raw = json.loads((path / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(raw, dict) and isinstance(raw.get("config"), dict)
-
-
 def export_run(
     run_dir: str | Path, out_dir: str | Path | None = None, *, checkpoint: str = "best"
 ) -> Path:
@@ -345,7 +335,7 @@ def export_run(
     and runs of other kinds (translation runs: a pointer to ``--format ctranslate2``).
     """
     path = Path(run_dir)
-    if not _is_run_folder(path):
+    if not is_run_folder(path):
         raise ConfigError(
             f"{path} is not a run folder (no config.json of a training run); a pretrained "
             "encoder is exported with --model"
@@ -366,7 +356,7 @@ def export_onnx(
     """A run folder (:func:`export_run`) or a pretrained encoder, a name or checkpoint folder
     (:func:`export_sentence_encoder`, default folder ``<name>-onnx``), to ONNX."""
     path = Path(source)
-    if _is_run_folder(path):
+    if is_run_folder(path):
         return export_run(path, out_dir, checkpoint=checkpoint)
     out = Path(out_dir) if out_dir is not None else Path(f"{path.name}-onnx")
     return export_sentence_encoder(source, out)
@@ -422,7 +412,7 @@ def _run_advice(run: Path, kind: str) -> str:
 def _missing_export(folder: Path, kind: str) -> ConfigError:
     """The error for a folder holding no ONNX export of ``kind``: the command that makes one,
     or, for a run folder no such export can be made of, what the run is and what to do."""
-    if _is_run_folder(folder) and run_kind(folder) != kind:
+    if is_run_folder(folder) and run_kind(folder) != kind:
         run = run_kind(folder)
         wanted, does = _ENGINE_TAKES[kind]
         return ConfigError(
@@ -430,7 +420,7 @@ def _missing_export(folder: Path, kind: str) -> ConfigError:
             f"--engine onnxruntime {does}"
         )
     if kind == "classification":  # exported into RUN/export/onnx, where it is looked for
-        run = folder if _is_run_folder(folder) else "RUN"
+        run = folder if is_run_folder(folder) else "RUN"
         how = f"`attnkit export --run {run} --format onnx`"
     else:  # a name or checkpoint folder is what the export reads, not what it writes
         given = str(folder) in MODEL_PACKAGES or (folder / "config.json").is_file()

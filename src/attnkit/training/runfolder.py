@@ -39,6 +39,7 @@ __all__ = [
     "read_metric_rows",
     "trim_metrics",
     "read_run_config",
+    "is_run_folder",
     "run_kind",
     "start_or_resume",
     "resumed_train_config",
@@ -101,6 +102,17 @@ def read_run_config(run_dir: str | Path, train_command: str = "attnkit train") -
     if not isinstance(raw.get("config"), dict):
         raise ConfigError(f"{path}: no 'config' table; retrain the run with this version")
     return raw["config"]
+
+
+def is_run_folder(path: str | Path) -> bool:
+    """Whether ``path/config.json`` is a training run's (an object with a ``config`` table), not
+    a pretrained checkpoint's or an export's config.json (no error: for callers that choose
+    what a folder is; :func:`read_run_config` says what is wrong with one)."""
+    try:
+        raw = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(raw, dict) and isinstance(raw.get("config"), dict)
 
 
 def run_kind(run_dir: str | Path) -> str:
