@@ -489,3 +489,27 @@ def test_n_best_of_a_text_of_several_sentences(
     blocks = capsys.readouterr().out.split("\n\n")
     assert [len(b.strip().splitlines()) for b in blocks if b.strip()] == [2, 2]
     assert all("\t" in line for b in blocks for line in b.strip().splitlines())
+
+
+def test_a_shared_vocabulary_run_on_a_tsv_resumes(tmp_path: Path, capsys) -> None:
+    """The text preset (one BPE vocabulary, all embeddings tied) on the user's own TSV: its
+    tokenizers come back as one (was: two equal copies, and every resume - and every rank
+    but the first under --nproc - failed with "tie_embeddings='all' needs shared_vocab")."""
+    from attnkit.data.dates import generate_dates
+    from attnkit.translation.task import load_tokenizers
+    from tests.translation.tiny import TINY_TRANSFORMER
+
+    tsv = tmp_path / "pairs.tsv"
+    tsv.write_text("".join(f"{s}\t{t}\n" for s, t in generate_dates(300, seed=5)), "utf-8")
+    run = tmp_path / "run"
+    sets = [*TINY_TRANSFORMER, "data.vocab_size=120", "train.warmup_steps=1"]
+    sets += ["train.time_budget=1e-9"]
+    argv = ["train", "--data", str(tsv), "--run", str(run), "--no-progress"]
+    assert main([*argv, *(x for item in sets for x in ("--set", item))]) == 0
+    config = json.loads((run / "config.json").read_text())["config"]
+    assert config["data"]["shared_vocab"] and config["model"]["tie_embeddings"] == "all"
+    src, tgt = load_tokenizers(run / "tokenizer")
+    assert src is tgt
+    capsys.readouterr()
+    resume = ["train", "--run", str(run), "--resume", "--no-progress", "--epochs", "1"]
+    assert main([*resume, "--set", "train.time_budget=null"]) == 0, capsys.readouterr().err

@@ -6,6 +6,7 @@ A translation run folder holds, besides the common files (:mod:`attnkit.training
 
 from __future__ import annotations
 
+import filecmp
 import logging
 import os
 import shutil
@@ -93,14 +94,31 @@ def build_tokenizers(
     return src, tgt
 
 
+def _same_files(a: Path, b: Path) -> bool:
+    """Whether folders ``a`` and ``b`` hold the same files with the same bytes."""
+    if not (a.is_dir() and b.is_dir()):
+        return False
+    names = sorted(p.name for p in a.iterdir())
+    if names != sorted(p.name for p in b.iterdir()):
+        return False
+    return all(
+        (a / n).is_file() and (b / n).is_file() and filecmp.cmp(a / n, b / n, shallow=False)
+        for n in names
+    )
+
+
 def load_tokenizers(directory: Path) -> tuple[Tokenizer, Tokenizer]:
-    """Read back the tokenizers written by :func:`build_tokenizers`.
+    """Read back the tokenizers written by :func:`build_tokenizers` (a shared vocabulary comes
+    back as one tokenizer for both sides, as it was built: ``src is tgt``).
 
     Raises:
         DataError: one line naming the missing or damaged file and what to do.
     """
     try:
-        return load_tokenizer(directory / "src"), load_tokenizer(directory / "tgt")
+        src = load_tokenizer(directory / "src")
+        if _same_files(directory / "src", directory / "tgt"):
+            return src, src  # a shared vocabulary, saved twice: one tokenizer, as when built
+        return src, load_tokenizer(directory / "tgt")
     except DataError as err:
         raise DataError(
             f"{err}; the run's tokenizer folder {directory} is damaged: restore it from a copy "
