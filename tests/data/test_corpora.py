@@ -88,10 +88,29 @@ def test_read_pairs_missing_and_empty(tmp_path):
     with pytest.raises(DataError, match=r"empty\.txt: no sentence pairs"):
         read_pairs(empty)
     (tmp_path / "folder").mkdir()
-    with pytest.raises(DataError, match="no fra.txt or train.txt in folder"):
+    with pytest.raises(DataError, match="no fra.txt or train.txt and not exactly one .tsv/.txt"):
         read_pairs(tmp_path / "folder")
     with pytest.raises(DataError, match="not a valid zip"):
         read_pairs(write(tmp_path / "broken.zip", "not a zip"))
+    with pytest.raises(DataError, match="; pass --data a file of pairs$"):
+        read_pairs(tmp_path / "nope.txt", hint="pass --data a file of pairs")  # the caller's
+
+
+def test_a_zip_or_folder_holding_one_tsv_of_any_name_is_read(tmp_path):
+    """own-data.md: "a .zip holding such a file works too" - whatever the file is called."""
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "pairs.zip", "w") as archive:
+        archive.writestr("data/my-pairs.tsv", "Go.\tVa !\n")
+        archive.writestr("data/_about.txt", "where the pairs come from")
+    assert read_pairs(tmp_path / "pairs.zip") == [("Go.", "Va !")]
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    write(folder / "one.tsv", "Hi.\tSalut.\n")
+    assert read_pairs(folder) == [("Hi.", "Salut.")]
+    write(folder / "two.tsv", "Hi.\tSalut.\n")
+    with pytest.raises(DataError, match="not exactly one .tsv/.txt file in folder"):
+        read_pairs(folder)  # two candidates: which one is meant is not guessed
 
 
 REAL = Path("/work/shared/data/fra-eng/train.txt")

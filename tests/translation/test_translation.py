@@ -513,3 +513,19 @@ def test_a_shared_vocabulary_run_on_a_tsv_resumes(tmp_path: Path, capsys) -> Non
     capsys.readouterr()
     resume = ["train", "--run", str(run), "--resume", "--no-progress", "--epochs", "1"]
     assert main([*resume, "--set", "train.time_budget=null"]) == 0, capsys.readouterr().err
+
+
+def test_resuming_a_run_whose_time_budget_is_spent_says_so(tmp_path: Path, capsys) -> None:
+    """(was: one more step and one more validation row on every such resume)"""
+    from tests.translation.tiny import TINY_TRANSFORMER
+
+    run = tmp_path / "run"
+    sets = [*TINY_TRANSFORMER, "train.warmup_steps=1", "train.time_budget=1e-9"]
+    argv = ["train", "--data", "dates", "--run", str(run), "--no-progress", "--samples", "0"]
+    assert main([*argv, *(x for item in sets for x in ("--set", item))]) == 0
+    rows = (run / "metrics.jsonl").read_text()
+    capsys.readouterr()
+    assert main(["train", "--run", str(run), "--resume", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "nothing is left to train; resume with a larger --time-budget" in err, err
+    assert err.count("\n") == 1 and (run / "metrics.jsonl").read_text() == rows

@@ -386,3 +386,24 @@ def test_a_stored_built_in_run_with_folder_settings_still_loads(digits_run, tmp_
     image[0, 1:7, 3:5] = 1.0  # a stroke: a one
     assert main(["classify", "--run", str(old), str(digit_png(tmp_path / "d.png", image))]) == 0
     capsys.readouterr()
+
+
+def test_an_interrupted_train_vit_exits_130_saying_how_to_resume(monkeypatch, tmp_path, capsys):
+    """Ctrl-C (the trainer saves and returns "interrupted"): exit 130 and the resume command,
+    as train / train-lm / finetune do (was: exit 0, and test accuracy as if finished)."""
+    import types
+
+    import attnkit.vision.run as vision_run
+
+    def stopped(cfg, run_dir, **kwargs):
+        result = types.SimpleNamespace(
+            steps=3, epochs_done=0, seconds=1.0, tokens_per_second=10.0,
+            stopped_because="interrupted", last_metrics={},
+        )  # fmt: skip
+        return result, None
+
+    monkeypatch.setattr(vision_run, "train_classifier", stopped)
+    run = tmp_path / "vit"
+    assert main(["train-vit", "--run", str(run), "--no-progress"]) == 130
+    err = capsys.readouterr().err
+    assert f"continue with: attnkit train-vit --run {run} --resume" in err

@@ -17,6 +17,7 @@ from attnkit.cli.options import (
     add_run_options,
     apply_threads,
     input_lines,
+    interrupted,
     nonnegative_float,
     nonnegative_int,
     positive_int,
@@ -177,12 +178,7 @@ def cmd_train_lm(args: argparse.Namespace) -> int:
         f"{result.seconds:.0f} s, {result.tokens_per_second:.0f} tokens/s, "
         f"stopped: {result.stopped_because})"
     )
-    if result.stopped_because == "interrupted":
-        print(
-            f"interrupted: checkpoint saved; continue with: attnkit train-lm --run {run_dir} "
-            "--resume",
-            file=sys.stderr,
-        )
+    if interrupted(result, "train-lm", run_dir):
         return 130
     m = result.last_metrics
     if m:

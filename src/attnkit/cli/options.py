@@ -14,6 +14,7 @@ from typing import Any, NoReturn
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "interrupted",
     "check_engine_options",
     "positive_int",
     "refuse_run_kind",
@@ -365,6 +366,18 @@ def resume_overrides(
         if getattr(args, flag, None) is not None:
             overrides[flag] = getattr(args, flag)
     return overrides
+
+
+def interrupted(result: Any, command: str, run_dir: str | Path) -> bool:
+    """Whether a training run stopped on Ctrl-C/SIGTERM; if so, says (stderr) that its
+    checkpoint is saved and how to continue. The command then exits with 130."""
+    if result.stopped_because != "interrupted":
+        return False
+    print(
+        f"interrupted: checkpoint saved; continue with: attnkit {command} --run {run_dir} --resume",
+        file=sys.stderr,
+    )
+    return True
 
 
 def progress_wanted(args: argparse.Namespace) -> bool:

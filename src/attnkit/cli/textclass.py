@@ -16,6 +16,7 @@ from attnkit.cli.options import (
     add_run_options,
     apply_threads,
     input_chunks,
+    interrupted,
     positive_float,
     positive_int,
     progress_wanted,
@@ -171,12 +172,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         f"{result.seconds:.0f} s, {result.tokens_per_second:.1f} sentences/s, "
         f"stopped: {result.stopped_because})"
     )
-    if result.stopped_because == "interrupted":
-        print(
-            f"interrupted: checkpoint saved; continue with: attnkit finetune --run {run_dir} "
-            "--resume",
-            file=sys.stderr,
-        )
+    if interrupted(result, "finetune", run_dir):
         return 130
     if result.last_metrics:
         print("validation: " + "  ".join(f"{k}={v:.4g}" for k, v in result.last_metrics.items()))

@@ -14,6 +14,7 @@ from attnkit.cli.options import (
     add_run_options,
     apply_threads,
     check_engine_options,
+    interrupted,
     nonnegative_int,
     positive_int,
     progress_wanted,
@@ -201,11 +202,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"{result.seconds:.0f} s, {result.tokens_per_second:.0f} target tokens/s, "
         f"stopped: {result.stopped_because})"
     )
-    if result.stopped_because == "interrupted":
-        print(
-            f"interrupted: checkpoint saved; continue with: attnkit train --run {run_dir} --resume",
-            file=sys.stderr,
-        )
+    if interrupted(result, "train", run_dir):
         return 130
     metrics = result.last_metrics
     if metrics:
@@ -283,7 +280,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from attnkit.evaluation.metrics import corpus_bleu, corpus_chrf
     from attnkit.translation.translator import Translator
 
-    pairs = read_pairs(args.data)
+    pairs = read_pairs(args.data, hint="pass --data a file of source<TAB>reference lines")
     grouped = group_references(pairs)
     translator = Translator.load(args.run, checkpoint=args.checkpoint, device=args.device)
     results = translator.translate([s for s, _ in grouped], beam_size=args.beam)

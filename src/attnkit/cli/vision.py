@@ -13,6 +13,7 @@ from attnkit.cli.options import (
     add_run_options,
     apply_threads,
     check_engine_options,
+    interrupted,
     positive_int,
     progress_wanted,
     resume_overrides,
@@ -144,6 +145,8 @@ def cmd_train_vit(args: argparse.Namespace) -> int:
         f"{result.seconds:.0f} s, {result.tokens_per_second:.0f} images/s, "
         f"stopped: {result.stopped_because})"
     )
+    if interrupted(result, "train-vit", run_dir):
+        return 130
     if result.last_metrics:
         print("validation: " + "  ".join(f"{k}={v:.4g}" for k, v in result.last_metrics.items()))
     test = load_image_data(classifier.config.data, download=False).test

@@ -43,39 +43,64 @@ _CORPUS_NAMES = ("fra.txt", "train.txt")  # looked for, in this order, in a fold
 _HINT = "pass --data dates|fra-eng|PATH"
 
 
-def _read_source(path: Path) -> tuple[str, bytes]:
+def _pick(names: Sequence[str]) -> str | None:
+    """The corpus among a folder's or zip's file names: ``fra.txt`` or ``train.txt`` (the
+    first found), else the only ``.tsv``/``.txt`` file there is (not an ``_about.txt``)."""
+    by_name = {Path(n).name: n for n in reversed(names)}
+    for name in _CORPUS_NAMES:
+        if name in by_name:
+            return by_name[name]
+    texts = [
+        n
+        for n in names
+        if Path(n).suffix.lower() in (".tsv", ".txt") and not Path(n).name.startswith("_")
+    ]
+    return texts[0] if len(texts) == 1 else None
+
+
+def _not_found(where: str, hint: str) -> DataError:
+    return DataError(
+        f"no {' or '.join(_CORPUS_NAMES)} and not exactly one .tsv/.txt file {where}; {hint}"
+    )
+
+
+def _read_source(path: Path, hint: str = _HINT) -> tuple[str, bytes]:
     """Return (display name, raw bytes) of the corpus file that ``path`` designates."""
     if not path.exists():
-        raise DataError(f"no such file: {path}; {_HINT}")
+        raise DataError(f"no such file: {path}; {hint}")
     if path.is_dir():
-        for name in _CORPUS_NAMES:
-            if (path / name).is_file():
-                return str(path / name), (path / name).read_bytes()
-        raise DataError(f"no {' or '.join(_CORPUS_NAMES)} in folder {path}; {_HINT}")
+        found = _pick(sorted(p.name for p in path.iterdir() if p.is_file()))
+        if found is None:
+            raise _not_found(f"in folder {path}", hint)
+        return str(path / found), (path / found).read_bytes()
     if path.suffix.lower() == ".zip":
         try:
             with zipfile.ZipFile(path) as archive:
-                members = {Path(m).name: m for m in reversed(archive.namelist())}
-                for name in _CORPUS_NAMES:
-                    if name in members:
-                        return f"{path}/{members[name]}", archive.read(members[name])
+                found = _pick([m for m in archive.namelist() if not m.endswith("/")])
+                if found is not None:
+                    return f"{path}/{found}", archive.read(found)
         except zipfile.BadZipFile as err:
-            raise DataError(f"{path}: not a valid zip file ({err}); {_HINT}") from err
-        raise DataError(f"no {' or '.join(_CORPUS_NAMES)} inside zip {path}; {_HINT}")
+            raise DataError(f"{path}: not a valid zip file ({err}); {hint}") from err
+        raise _not_found(f"inside zip {path}", hint)
     return str(path), path.read_bytes()
 
 
-def read_pairs(path: str | Path, src_col: int = 0, tgt_col: int = 1) -> list[Pair]:
+def read_pairs(
+    path: str | Path, src_col: int = 0, tgt_col: int = 1, *, hint: str = _HINT
+) -> list[Pair]:
     """Read ``source<TAB>target`` pairs from a UTF-8 text file.
 
     Extra columns (like the attribution column of the manythings files) are ignored; blank lines
     are skipped; a UTF-8 byte-order mark and Windows line ends are accepted; fields are stripped.
 
     Args:
-        path: a text file; a folder holding ``fra.txt`` or ``train.txt``; or a ``.zip`` holding
-            such a file (in any sub-folder, as d2l's ``fra-eng.zip`` does).
+        path: a text file; a folder holding ``fra.txt`` or ``train.txt`` (or a single
+            ``.tsv``/``.txt`` file); or a ``.zip`` holding such a file (in any sub-folder, as
+            d2l's ``fra-eng.zip`` does).
         src_col: column index of the source sentence.
         tgt_col: column index of the target sentence.
+        hint: what the caller's user should do, ending the messages of a missing file or an
+            empty corpus (default: ``train``'s ``--data`` choices).
 
     Returns:
         The list of ``(source, target)`` pairs in file order.
@@ -86,7 +111,7 @@ def read_pairs(path: str | Path, src_col: int = 0, tgt_col: int = 1) -> list[Pai
     """
     if src_col < 0 or tgt_col < 0 or src_col == tgt_col:
         raise ValueError(f"src_col and tgt_col must be distinct and >= 0, got {src_col}, {tgt_col}")
-    name, data = _read_source(Path(path))
+    name, data = _read_source(Path(path), hint)
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     try:
@@ -114,7 +139,7 @@ def read_pairs(path: str | Path, src_col: int = 0, tgt_col: int = 1) -> list[Pai
             raise DataError(f"{name}:{lineno}: empty {side} sentence: {line[:60]!r}")
         pairs.append((src, tgt))
     if not pairs:
-        raise DataError(f"{name}: no sentence pairs in the file (empty corpus); {_HINT}")
+        raise DataError(f"{name}: no sentence pairs in the file (empty corpus); {hint}")
     return pairs
 
 

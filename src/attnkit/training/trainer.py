@@ -36,7 +36,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor, nn
 
-from attnkit.config import TrainConfig, to_dict
+from attnkit.config import ConfigError, TrainConfig, to_dict
 from attnkit.files import append_json_line
 from attnkit.hardware import has_amx_bf16
 from attnkit.training import distributed as dist
@@ -156,6 +156,7 @@ class Trainer:
     ) -> None:
         self.config, self.task = config, task
         self.clock, self.elapsed = clock, 0.0
+        self._saved_budget: float | None = -1.0  # the budget a resumed checkpoint was saved with
         self.device = resolve_device(config.device)
         tune_glibc_malloc()
         self.model = model.to(self.device)
@@ -257,6 +258,7 @@ class Trainer:
         self.best, self.bad_epochs = state["best"], state["bad_epochs"]
         self.elapsed = state["elapsed"]
         self._validated_at = state.get("validated_at")
+        self._saved_budget = (meta.get("train_config") or {}).get("time_budget", -1.0)
         log.info("resumed from %s at step %d (epoch %d)", checkpoint, self.step, self.epoch)
 
     def _meta(self, metrics: dict[str, float] | None = None) -> dict[str, Any]:
@@ -320,8 +322,20 @@ class Trainer:
         return value > self.best if self.task.mode == "max" else value < self.best
 
     def fit(self) -> TrainResult:
-        """Train until the epochs, the time budget or early stopping end it."""
+        """Train until the epochs, the time budget or early stopping end it.
+
+        A run resumed with the time budget it had, already used up, is refused (ConfigError
+        naming the larger budget to give) instead of trained one more step; a budget changed
+        on resume is obeyed as given.
+        """
         cfg = self.config
+        spent = cfg.time_budget is not None and self.elapsed >= cfg.time_budget
+        if spent and self._saved_budget == cfg.time_budget:
+            raise ConfigError(
+                f"this run has trained {self.elapsed:.3g} s of its time budget of "
+                f"{cfg.time_budget:.3g} s: nothing is left to train; resume with a larger "
+                "--time-budget (or --set train.time_budget=null and --epochs)"
+            )
         if self.run_dir is not None and dist.is_main():
             self.run_dir.mkdir(parents=True, exist_ok=True)
         start = self.clock() - self.elapsed
