@@ -406,3 +406,26 @@ def test_a_stalled_rank_times_out_instead_of_hanging(tmp_path: Path) -> None:
 
 if __name__ == "__main__" and sys.argv[1:2] == ["worker"]:
     _worker(sys.argv[2])
+
+
+def test_ctrl_c_of_a_multi_process_job_is_status_130_with_the_resume_hint(
+    monkeypatch, capsys
+) -> None:
+    """Ctrl-C reaches torchrun and the workers (which save a checkpoint); torchrun exits 1 on
+    SIGINT, but the job was interrupted, not failed (was: "2-process job failed")."""
+    from attnkit.training import launch
+
+    class Torchrun:  # stands in for the torchrun process: Ctrl-C arrives while waiting
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self.waits = 0
+
+        def wait(self) -> int:
+            self.waits += 1
+            if self.waits == 1:
+                raise KeyboardInterrupt
+            return 1  # torchrun's status after SIGINT
+
+    monkeypatch.setattr(launch.subprocess, "Popen", Torchrun)
+    assert launch.relaunch_with_torchrun(2, ["train", "--nproc", "2"]) == 130
+    err = capsys.readouterr().err
+    assert "interrupted; the 2 workers saved a checkpoint" in err and "failed" not in err

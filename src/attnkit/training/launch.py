@@ -75,8 +75,9 @@ def relaunch_with_torchrun(nproc: int, argv: Sequence[str], timeout_s: float | N
             300 s): a rank that stalls longer ends the job with an error.
 
     Returns:
-        0 on success; torchrun's non-zero status if a worker failed (its error and torchrun's
-        "Root Cause" summary, naming the rank, are printed above a one-line note).
+        0 on success; 130 after Ctrl-C (the workers save a checkpoint first); torchrun's
+        non-zero status if a worker failed (its error and torchrun's "Root Cause" summary,
+        naming the rank, are printed above a one-line note).
     """
     env = dict(os.environ)
     if timeout_s is not None:
@@ -84,15 +85,24 @@ def relaunch_with_torchrun(nproc: int, argv: Sequence[str], timeout_s: float | N
     # share the cores: without this every worker starts one thread per core
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
     proc = subprocess.Popen(torchrun_command(nproc, argv), env=env)
+    interrupted = False
     try:
         status = proc.wait()
     except KeyboardInterrupt:
         # Ctrl-C reached the workers too: they save a checkpoint and stop; wait for that.
+        interrupted = True
         try:
             status = proc.wait()
         except KeyboardInterrupt:
             proc.terminate()
             status = proc.wait()
+    if interrupted:  # (torchrun itself exits 1 on SIGINT, with a traceback of its own)
+        print(
+            f"attnkit: interrupted; the {nproc} workers saved a checkpoint: continue with the "
+            "same command and --resume",
+            file=sys.stderr,
+        )
+        return 130
     if status != 0:
         print(
             f"attnkit: {nproc}-process job failed (torchrun exit status {status}); the failing "

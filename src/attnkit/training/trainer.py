@@ -259,7 +259,8 @@ class Trainer:
         self.elapsed = state["elapsed"]
         self._validated_at = state.get("validated_at")
         self._saved_budget = (meta.get("train_config") or {}).get("time_budget", -1.0)
-        log.info("resumed from %s at step %d (epoch %d)", checkpoint, self.step, self.epoch)
+        if dist.is_main():  # (once per job, not once per rank)
+            log.info("resumed from %s at step %d (epoch %d)", checkpoint, self.step, self.epoch)
 
     def _meta(self, metrics: dict[str, float] | None = None) -> dict[str, Any]:
         return {
@@ -425,9 +426,10 @@ class Trainer:
             reason = "interrupted"
             self.elapsed = self.clock() - start
             self.save()
-            log.warning(
-                "interrupted: checkpoint saved at step %d; continue with --resume", self.step
-            )
+            if dist.is_main():
+                log.warning(
+                    "interrupted: checkpoint saved at step %d; continue with --resume", self.step
+                )
         finally:
             if bar is not None:
                 bar.close()
