@@ -182,6 +182,7 @@ def test_evaluate_matches_sacrebleu(
     assert printed["bleu"] == pytest.approx(expected, abs=1e-9)
     lowercased = sacrebleu.corpus_bleu(hyps, streams, lowercase=True).score
     assert printed["bleu_lc"] == pytest.approx(lowercased, abs=1e-9)
+    assert (printed["checkpoint"], printed["beam"]) == ("best", 1)  # what produced them
     # the hypotheses are what the library produces for those sources
     again = Translator.load(run).translate(sources, beam_size=1)
     assert [t.text for t in again] == hyps
@@ -293,6 +294,7 @@ def test_average_cli_writes_the_mean_of_the_best_checkpoints(
         (["--best", "9"], "fewer than the 9 asked for"),
         (["--best", "0"], "must be >= 1"),
         (["--name", "last"], "would clash"),
+        (["--name", "../x"], "is not a checkpoint name"),
     ],
 )
 def test_average_cli_bad_input(

@@ -255,7 +255,8 @@ def cmd_average(args: argparse.Namespace) -> int:
     path, sources = average_run_checkpoints(
         args.run, "last" if args.last is not None else "best", n, args.name
     )
-    print(f"averaged {len(sources)} checkpoints ({', '.join(p.name for p in sources)}) into {path}")
+    what = "checkpoint" if len(sources) == 1 else "checkpoints"
+    print(f"averaged {len(sources)} {what} ({', '.join(p.name for p in sources)}) into {path}")
     print(f"use it: attnkit translate --run {args.run} --checkpoint {args.name} ...")
     return 0
 
@@ -294,10 +295,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print(f"BLEU = {bleu.score:.2f}   {bleu.signature}")
     print(f"BLEU (case-insensitive) = {bleu_lc.score:.2f}   {bleu_lc.signature}")
     print(f"chrF = {chrf.score:.2f}   {chrf.signature}")
-    print(f"{len(hyps)} distinct sources ({len(pairs)} pairs); hypotheses written to {out}")
+    beam = translator.config.decode.beam_size if args.beam is None else args.beam
     print(
-        json.dumps(
-            {"bleu": bleu.score, "bleu_lc": bleu_lc.score, "chrf": chrf.score, "sources": len(hyps)}
-        )
+        f"{len(hyps)} distinct sources ({len(pairs)} pairs), checkpoint {args.checkpoint}, "
+        f"beam {beam}; hypotheses written to {out}"
     )
+    scores = {"bleu": bleu.score, "bleu_lc": bleu_lc.score, "chrf": chrf.score}
+    print(json.dumps({**scores, "sources": len(hyps), "checkpoint": args.checkpoint, "beam": beam}))
     return 0
