@@ -429,3 +429,35 @@ def test_ctrl_c_of_a_multi_process_job_is_status_130_with_the_resume_hint(
     assert launch.relaunch_with_torchrun(2, ["train", "--nproc", "2"]) == 130
     err = capsys.readouterr().err
     assert "interrupted; the 2 workers saved a checkpoint" in err and "failed" not in err
+
+
+def test_a_multi_process_start_that_fails_removes_the_folder_it_made(
+    monkeypatch, tmp_path: Path, capsys
+) -> None:
+    """As a single-process start does: a new run folder without config.json is removed when
+    the job fails (torchrun kills rank 0 before it can clean up); a run that had started, or a
+    folder that was there before, is kept."""
+    from attnkit.training import launch
+
+    def job(makes_config: bool):
+        class Torchrun:
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                (tmp_path / "new" / "tokenizer").mkdir(parents=True, exist_ok=True)
+                if makes_config:
+                    (tmp_path / "new" / "config.json").write_text("{}")
+
+            def wait(self) -> int:
+                return 1  # a rank failed
+
+        return Torchrun
+
+    monkeypatch.setattr(launch.subprocess, "Popen", job(False))
+    assert launch.relaunch_with_torchrun(2, ["train"], run_dir=tmp_path / "new") == 1
+    assert not (tmp_path / "new").exists()
+    assert "removed" in capsys.readouterr().err
+    monkeypatch.setattr(launch.subprocess, "Popen", job(True))
+    assert launch.relaunch_with_torchrun(2, ["train"], run_dir=tmp_path / "new") == 1
+    assert (tmp_path / "new" / "config.json").is_file()  # training had started: kept
+    (tmp_path / "new" / "config.json").unlink()
+    assert launch.relaunch_with_torchrun(2, ["train"], run_dir=tmp_path / "new") == 1
+    assert (tmp_path / "new").is_dir()  # it was there before this job: not this job's to remove

@@ -156,7 +156,7 @@ def cmd_train_lm(args: argparse.Namespace) -> int:
     name = args.data if args.data == "tinyshakespeare" else Path(args.data).stem
     run_dir = Path(args.run) if args.run else Path("runs") / f"{name}-lm"
     if args.nproc > 1 and not under_torchrun():
-        return relaunch_with_torchrun(args.nproc, args.argv)
+        return relaunch_with_torchrun(args.nproc, args.argv, run_dir=run_dir)
     from attnkit.lm.run import train_lm
     from attnkit.training import distributed as dist
 

@@ -147,7 +147,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         raise ValueError("--resume needs --run DIR")
     run_dir = Path(args.run) if args.run else _default_run(args)
     if args.nproc > 1 and not under_torchrun():
-        return relaunch_with_torchrun(args.nproc, args.argv)
+        return relaunch_with_torchrun(args.nproc, args.argv, run_dir=run_dir)
 
     from attnkit.textclass.classifier import TextClassifier
     from attnkit.textclass.run import train_textclass, validation_texts

@@ -185,7 +185,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     run_dir = Path(args.run) if args.run else _default_run(args)
     if args.nproc > 1 and not under_torchrun():
-        return relaunch_with_torchrun(args.nproc, args.argv)
+        return relaunch_with_torchrun(args.nproc, args.argv, run_dir=run_dir)
     from attnkit.training import distributed as dist
     from attnkit.translation.run import train_translator
 

@@ -120,7 +120,7 @@ def cmd_train_vit(args: argparse.Namespace) -> int:
     name = Path(args.data).name if args.data not in ("digits", "mnist", "cifar10") else args.data
     run_dir = Path(args.run) if args.run else Path("runs") / f"{name}-vit"
     if args.nproc > 1 and not under_torchrun():
-        return relaunch_with_torchrun(args.nproc, args.argv)
+        return relaunch_with_torchrun(args.nproc, args.argv, run_dir=run_dir)
 
     from attnkit.training import distributed as dist
     from attnkit.vision.classifier import Classifier

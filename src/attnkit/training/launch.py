@@ -13,9 +13,11 @@ process group (:func:`attnkit.training.distributed.init_from_env`). Under an ext
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from attnkit.training.distributed import TIMEOUT_ENV
 
@@ -65,7 +67,23 @@ def torchrun_command(nproc: int, argv: Sequence[str], module: str = "attnkit.cli
     ]
 
 
-def relaunch_with_torchrun(nproc: int, argv: Sequence[str], timeout_s: float | None = None) -> int:
+def _remove_unstarted(run_dir: Path) -> None:
+    """Remove a run folder this job made, if training never started in it (no config.json)."""
+    if run_dir.is_dir() and not (run_dir / "config.json").exists():
+        shutil.rmtree(run_dir, ignore_errors=True)
+        print(
+            f"attnkit: removed {run_dir}: the job stopped before training started",
+            file=sys.stderr,
+        )
+
+
+def relaunch_with_torchrun(
+    nproc: int,
+    argv: Sequence[str],
+    timeout_s: float | None = None,
+    *,
+    run_dir: str | Path | None = None,
+) -> int:
     """Run ``argv`` (an ``attnkit`` command line) in ``nproc`` local processes; return the status.
 
     Args:
@@ -73,6 +91,9 @@ def relaunch_with_torchrun(nproc: int, argv: Sequence[str], timeout_s: float | N
         argv: the command line as given, ``--nproc`` included (it is removed).
         timeout_s: collective timeout for the workers (default: ``$ATTNKIT_DIST_TIMEOUT`` or
             300 s): a rank that stalls longer ends the job with an error.
+        run_dir: the run folder the command trains. When this job made it and failed (or was
+            interrupted) before its ``config.json`` was written, the folder is removed, as a
+            single-process start does (torchrun may kill rank 0 before it can clean up).
 
     Returns:
         0 on success; 130 after Ctrl-C (the workers save a checkpoint first); torchrun's
@@ -84,6 +105,7 @@ def relaunch_with_torchrun(nproc: int, argv: Sequence[str], timeout_s: float | N
         env[TIMEOUT_ENV] = str(timeout_s)
     # share the cores: without this every worker starts one thread per core
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    new_folder = run_dir is not None and not os.path.lexists(run_dir)
     proc = subprocess.Popen(torchrun_command(nproc, argv), env=env)
     interrupted = False
     try:
@@ -96,6 +118,8 @@ def relaunch_with_torchrun(nproc: int, argv: Sequence[str], timeout_s: float | N
         except KeyboardInterrupt:
             proc.terminate()
             status = proc.wait()
+    if new_folder and status != 0:
+        _remove_unstarted(Path(run_dir))  # type: ignore[arg-type]
     if interrupted:  # (torchrun itself exits 1 on SIGINT, with a traceback of its own)
         print(
             f"attnkit: interrupted; the {nproc} workers saved a checkpoint: continue with the "
