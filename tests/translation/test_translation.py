@@ -183,6 +183,9 @@ def test_evaluate_matches_sacrebleu(
     lowercased = sacrebleu.corpus_bleu(hyps, streams, lowercase=True).score
     assert printed["bleu_lc"] == pytest.approx(lowercased, abs=1e-9)
     assert (printed["checkpoint"], printed["beam"]) == ("best", 1)  # what produced them
+    argv = ["evaluate", "--run", str(run), "--data", str(tsv), "--beam", "1"]
+    assert main([*argv, "--checkpoint", "last"]) == 0  # another checkpoint: its own file
+    assert (run / "hyps-test-last.txt").is_file() and out.read_text(encoding="utf-8")
     # the hypotheses are what the library produces for those sources
     again = Translator.load(run).translate(sources, beam_size=1)
     assert [t.text for t in again] == hyps

@@ -142,7 +142,11 @@ def register(sub: Any) -> None:
     )
     p.add_argument("--beam", type=positive_int)
     add_checkpoint_option(p)
-    p.add_argument("--out", help="hypotheses file (default: RUN/hyps-<data name>.txt)")
+    p.add_argument(
+        "--out",
+        help="hypotheses file (default: RUN/hyps-<data name>.txt; -<checkpoint> added to the "
+        "name for another checkpoint than best)",
+    )
     add_device_option(p)
     p.set_defaults(func=cmd_evaluate)
 
@@ -290,7 +294,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     bleu = corpus_bleu(hyps, refs)
     bleu_lc = corpus_bleu(hyps, refs, lowercase=True)
     chrf = corpus_chrf(hyps, refs)
-    out = Path(args.out) if args.out else Path(args.run) / f"hyps-{Path(args.data).stem}.txt"
+    # (per checkpoint: evaluating another one does not overwrite the best one's hypotheses)
+    which = "" if args.checkpoint == "best" else f"-{Path(args.checkpoint).name}"
+    out = Path(args.out) if args.out else Path(args.run) / f"hyps-{Path(args.data).stem}{which}.txt"
     out.write_text("".join(h + "\n" for h in hyps), encoding="utf-8")
     print(f"BLEU = {bleu.score:.2f}   {bleu.signature}")
     print(f"BLEU (case-insensitive) = {bleu_lc.score:.2f}   {bleu_lc.signature}")
