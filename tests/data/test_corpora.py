@@ -88,7 +88,7 @@ def test_read_pairs_missing_and_empty(tmp_path):
     with pytest.raises(DataError, match=r"empty\.txt: no sentence pairs"):
         read_pairs(empty)
     (tmp_path / "folder").mkdir()
-    with pytest.raises(DataError, match="no fra.txt or train.txt and not exactly one .tsv/.txt"):
+    with pytest.raises(DataError, match="no fra.txt, train.txt, train.tsv and not exactly one"):
         read_pairs(tmp_path / "folder")
     with pytest.raises(DataError, match="not a valid zip"):
         read_pairs(write(tmp_path / "broken.zip", "not a zip"))
@@ -100,10 +100,15 @@ def test_a_zip_or_folder_holding_one_tsv_of_any_name_is_read(tmp_path):
     """own-data.md: "a .zip holding such a file works too" - whatever the file is called."""
     import zipfile
 
-    with zipfile.ZipFile(tmp_path / "pairs.zip", "w") as archive:
+    with zipfile.ZipFile(tmp_path / "pairs.zip", "w") as archive:  # as macOS zips a folder
         archive.writestr("data/my-pairs.tsv", "Go.\tVa !\n")
         archive.writestr("data/_about.txt", "where the pairs come from")
+        archive.writestr("__MACOSX/data/._my-pairs.tsv", "resource fork")
     assert read_pairs(tmp_path / "pairs.zip") == [("Go.", "Va !")]
+    with zipfile.ZipFile(tmp_path / "split.zip", "w") as archive:
+        archive.writestr("train.tsv", "Go.\tVa !\n")
+        archive.writestr("valid.tsv", "Hi.\tSalut.\n")
+    assert read_pairs(tmp_path / "split.zip") == [("Go.", "Va !")]  # train.tsv by its name
     folder = tmp_path / "folder"
     folder.mkdir()
     write(folder / "one.tsv", "Hi.\tSalut.\n")

@@ -461,3 +461,37 @@ def test_a_multi_process_start_that_fails_removes_the_folder_it_made(
     (tmp_path / "new" / "config.json").unlink()
     assert launch.relaunch_with_torchrun(2, ["train"], run_dir=tmp_path / "new") == 1
     assert (tmp_path / "new").is_dir()  # it was there before this job: not this job's to remove
+    # another live job took the new folder over (it holds the run's lock): it is left alone
+    from attnkit.training.runlock import RunLock
+
+    other = tmp_path / "other"
+
+    class Racing:
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self.lock = RunLock(other, "another job").acquire()  # made and locked by it
+
+        def wait(self) -> int:
+            return 1
+
+    monkeypatch.setattr(launch.subprocess, "Popen", Racing)
+    assert launch.relaunch_with_torchrun(2, ["train"], run_dir=other) == 1
+    assert other.is_dir() and (other / ".lock").exists()
+    # Ctrl-C before training started: nothing to resume, and the message says so
+    capsys.readouterr()
+
+    class Interrupted:
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            (tmp_path / "early" / "tokenizer").mkdir(parents=True)
+            self.waits = 0
+
+        def wait(self) -> int:
+            self.waits += 1
+            if self.waits == 1:
+                raise KeyboardInterrupt
+            return 1
+
+    monkeypatch.setattr(launch.subprocess, "Popen", Interrupted)
+    assert launch.relaunch_with_torchrun(2, ["train"], run_dir=tmp_path / "early") == 130
+    err = capsys.readouterr().err
+    assert "nothing was saved" in err and "--resume" not in err
+    assert not (tmp_path / "early").exists()

@@ -184,8 +184,10 @@ def test_evaluate_matches_sacrebleu(
     assert printed["bleu_lc"] == pytest.approx(lowercased, abs=1e-9)
     assert (printed["checkpoint"], printed["beam"]) == ("best", 1)  # what produced them
     argv = ["evaluate", "--run", str(run), "--data", str(tsv), "--beam", "1"]
-    assert main([*argv, "--checkpoint", "last"]) == 0  # another checkpoint: its own file
-    assert (run / "hyps-test-last.txt").is_file() and out.read_text(encoding="utf-8")
+    assert main(argv) == 0 and main([*argv, "--checkpoint", "last"]) == 0
+    best_file, last_file = run / "hyps-test.txt", run / "hyps-test-last.txt"
+    assert best_file.read_text(encoding="utf-8") == out.read_text(encoding="utf-8")  # kept
+    assert last_file.is_file()  # another checkpoint: its own file
     # the hypotheses are what the library produces for those sources
     again = Translator.load(run).translate(sources, beam_size=1)
     assert [t.text for t in again] == hyps
@@ -298,6 +300,7 @@ def test_average_cli_writes_the_mean_of_the_best_checkpoints(
         (["--best", "0"], "must be >= 1"),
         (["--name", "last"], "would clash"),
         (["--name", "../x"], "is not a checkpoint name"),
+        (["--name", "averaged.tmp"], "is not a checkpoint name"),
     ],
 )
 def test_average_cli_bad_input(
@@ -520,7 +523,7 @@ def test_a_shared_vocabulary_run_on_a_tsv_resumes(tmp_path: Path, capsys) -> Non
     assert main([*resume, "--set", "train.time_budget=null"]) == 0, capsys.readouterr().err
 
 
-def test_resuming_a_run_whose_time_budget_is_spent_says_so(tmp_path: Path, capsys) -> None:
+def test_resuming_a_run_whose_time_budget_is_spent_says_so(tmp_path: Path, capsys, caplog) -> None:
     """(was: one more step and one more validation row on every such resume)"""
     from tests.translation.tiny import TINY_TRANSFORMER
 
@@ -530,7 +533,9 @@ def test_resuming_a_run_whose_time_budget_is_spent_says_so(tmp_path: Path, capsy
     assert main([*argv, *(x for item in sets for x in ("--set", item))]) == 0
     rows = (run / "metrics.jsonl").read_text()
     capsys.readouterr()
-    assert main(["train", "--run", str(run), "--resume", "--no-progress"]) == 2
+    with caplog.at_level("INFO"):
+        assert main(["train", "--run", str(run), "--resume", "--no-progress"]) == 2
+    assert "resumed from" not in caplog.text  # refused before it says it resumed
     err = capsys.readouterr().err
     assert "nothing is left to train; resume with a larger --time-budget" in err, err
     assert err.count("\n") == 1 and (run / "metrics.jsonl").read_text() == rows

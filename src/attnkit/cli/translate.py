@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -295,7 +296,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     bleu_lc = corpus_bleu(hyps, refs, lowercase=True)
     chrf = corpus_chrf(hyps, refs)
     # (per checkpoint: evaluating another one does not overwrite the best one's hypotheses)
-    which = "" if args.checkpoint == "best" else f"-{Path(args.checkpoint).name}"
+    tag = re.sub(r"[^\w.+-]+", "_", Path(args.checkpoint).resolve().name).strip("._")
+    which = "" if args.checkpoint == "best" else f"-{tag or 'checkpoint'}"
     out = Path(args.out) if args.out else Path(args.run) / f"hyps-{Path(args.data).stem}{which}.txt"
     out.write_text("".join(h + "\n" for h in hyps), encoding="utf-8")
     print(f"BLEU = {bleu.score:.2f}   {bleu.signature}")

@@ -39,28 +39,30 @@ Pair = tuple[str, str]
 FRA_ENG_URL = "http://d2l-data.s3-accelerate.amazonaws.com/fra-eng.zip"
 FRA_ENG_SHA1 = "94646ad1522d915e7b0f9296181140edcf86a4f5"
 
-_CORPUS_NAMES = ("fra.txt", "train.txt")  # looked for, in this order, in a folder or zip
+_CORPUS_NAMES = ("fra.txt", "train.txt", "train.tsv")  # looked for, in this order
 _HINT = "pass --data dates|fra-eng|PATH"
 
 
 def _pick(names: Sequence[str]) -> str | None:
-    """The corpus among a folder's or zip's file names: ``fra.txt`` or ``train.txt`` (the
-    first found), else the only ``.tsv``/``.txt`` file there is (not an ``_about.txt``)."""
+    """The corpus among a folder's or zip's file names: ``fra.txt``, ``train.txt`` or
+    ``train.tsv`` (the first found), else the only ``.tsv``/``.txt`` file there is. Not
+    considered: notes (``_about.txt``), hidden files and macOS's ``__MACOSX/`` / ``._`` copies."""
+    names = [
+        n
+        for n in names
+        if "__MACOSX" not in Path(n).parts and not Path(n).name.startswith((".", "_"))
+    ]
     by_name = {Path(n).name: n for n in reversed(names)}
     for name in _CORPUS_NAMES:
         if name in by_name:
             return by_name[name]
-    texts = [
-        n
-        for n in names
-        if Path(n).suffix.lower() in (".tsv", ".txt") and not Path(n).name.startswith("_")
-    ]
+    texts = [n for n in names if Path(n).suffix.lower() in (".tsv", ".txt")]
     return texts[0] if len(texts) == 1 else None
 
 
 def _not_found(where: str, hint: str) -> DataError:
     return DataError(
-        f"no {' or '.join(_CORPUS_NAMES)} and not exactly one .tsv/.txt file {where}; {hint}"
+        f"no {', '.join(_CORPUS_NAMES)} and not exactly one .tsv/.txt file {where}; {hint}"
     )
 
 
@@ -94,8 +96,8 @@ def read_pairs(
     are skipped; a UTF-8 byte-order mark and Windows line ends are accepted; fields are stripped.
 
     Args:
-        path: a text file; a folder holding ``fra.txt`` or ``train.txt`` (or a single
-            ``.tsv``/``.txt`` file); or a ``.zip`` holding such a file (in any sub-folder, as
+        path: a text file; a folder holding ``fra.txt``, ``train.txt`` or ``train.tsv`` (or a
+            single ``.tsv``/``.txt`` file); or a ``.zip`` holding such a file (in any sub-folder, as
             d2l's ``fra-eng.zip`` does).
         src_col: column index of the source sentence.
         tgt_col: column index of the target sentence.

@@ -215,9 +215,10 @@ def check_image(image: bytes, index: int, max_bytes: int, max_pixels: int) -> No
             with Image.open(io.BytesIO(image)) as opened:
                 width, height = opened.size
     except Image.DecompressionBombError:  # more pixels than PIL will open at all
+        limit = min(max_pixels, 2 * (Image.MAX_IMAGE_PIXELS or max_pixels))
         raise RequestError(
             413,
-            f"image {index} has more than {max_pixels:,} pixels (the limit); send it downscaled",
+            f"image {index} has more than {limit:,} pixels (the limit); send it downscaled",
         ) from None
     except Exception:
         return

@@ -12,8 +12,8 @@ process group (:func:`attnkit.training.distributed.init_from_env`). Under an ext
 
 from __future__ import annotations
 
+import contextlib
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -67,14 +67,25 @@ def torchrun_command(nproc: int, argv: Sequence[str], module: str = "attnkit.cli
     ]
 
 
-def _remove_unstarted(run_dir: Path) -> None:
-    """Remove a run folder this job made, if training never started in it (no config.json)."""
-    if run_dir.is_dir() and not (run_dir / "config.json").exists():
-        shutil.rmtree(run_dir, ignore_errors=True)
-        print(
-            f"attnkit: removed {run_dir}: the job stopped before training started",
-            file=sys.stderr,
-        )
+def _remove_unstarted(run_dir: Path) -> bool:
+    """Remove a run folder this job made if training never started in it (no config.json):
+    emptied under the run's lock, which no live process may hold (another job that took over
+    the folder keeps it), then removed once the lock is released. True when it is gone."""
+    from attnkit.training.runlock import RunLock, RunLockedError
+    from attnkit.training.runs import empty_except_lock
+
+    if not run_dir.is_dir() or run_dir.is_symlink() or (run_dir / "config.json").exists():
+        return False
+    try:
+        with RunLock(run_dir, "attnkit (removing a failed start)"):
+            if (run_dir / "config.json").exists():
+                return False
+            empty_except_lock(run_dir)
+    except RunLockedError:
+        return False
+    with contextlib.suppress(OSError):
+        run_dir.rmdir()
+    return not run_dir.exists()
 
 
 def relaunch_with_torchrun(
@@ -118,15 +129,25 @@ def relaunch_with_torchrun(
         except KeyboardInterrupt:
             proc.terminate()
             status = proc.wait()
-    if new_folder and status != 0:
-        _remove_unstarted(Path(run_dir))  # type: ignore[arg-type]
-    if interrupted:  # (torchrun itself exits 1 on SIGINT, with a traceback of its own)
-        print(
-            f"attnkit: interrupted; the {nproc} workers saved a checkpoint: continue with the "
-            "same command and --resume",
-            file=sys.stderr,
-        )
+    removed = new_folder and status != 0 and _remove_unstarted(Path(run_dir))  # type: ignore[arg-type]
+    if interrupted and status != 0:  # (torchrun exits 1 on SIGINT, with a traceback of its own)
+        if removed:
+            print(
+                f"attnkit: interrupted before training started; nothing was saved and {run_dir} "
+                "was removed: run the same command again",
+                file=sys.stderr,
+            )
+        else:
+            print(
+                f"attnkit: interrupted; the {nproc} workers saved a checkpoint: continue with "
+                "the same command and --resume",
+                file=sys.stderr,
+            )
         return 130
+    if removed:
+        print(
+            f"attnkit: removed {run_dir}: the job failed before training started", file=sys.stderr
+        )
     if status != 0:
         print(
             f"attnkit: {nproc}-process job failed (torchrun exit status {status}); the failing "

@@ -168,7 +168,7 @@ def train_run(
                 # lock emptying it; once config.json exists everything is kept.
                 if created and lock is not None and not (run_dir / "config.json").exists():
                     failed_start = True
-                    _empty_except_lock(run_dir)
+                    empty_except_lock(run_dir)
                 raise
     finally:
         if failed_start:  # the lock is released: the folder goes if nothing came in since
@@ -187,8 +187,9 @@ def _new_folder(run_dir: Path) -> bool:
     return True
 
 
-def _empty_except_lock(run_dir: Path) -> None:
-    """Remove what a failed start wrote into the folder it made (not the lock it holds)."""
+def empty_except_lock(run_dir: Path) -> None:
+    """Remove what a failed start wrote into the folder it made (not the lock it holds; call
+    it holding the run's lock)."""
     for path in run_dir.iterdir():
         if path.name == LOCK_FILE:
             continue

@@ -130,6 +130,11 @@ def _normalise_and_clip(params: Any, total: float, clip_norm: float) -> Tensor:
     return norm
 
 
+def _seconds(value: float) -> str:
+    """``"1,200 s"``, ``"0.5 s"``: a duration for messages."""
+    return f"{value:,.0f} s" if value >= 100 else f"{value:.3g} s"
+
+
 class Trainer:
     """Train ``model`` on ``task`` with ``config``, writing into ``run_dir``.
 
@@ -156,7 +161,6 @@ class Trainer:
     ) -> None:
         self.config, self.task = config, task
         self.clock, self.elapsed = clock, 0.0
-        self._saved_budget: float | None = -1.0  # the budget a resumed checkpoint was saved with
         self.device = resolve_device(config.device)
         tune_glibc_malloc()
         self.model = model.to(self.device)
@@ -258,7 +262,15 @@ class Trainer:
         self.best, self.bad_epochs = state["best"], state["bad_epochs"]
         self.elapsed = state["elapsed"]
         self._validated_at = state.get("validated_at")
-        self._saved_budget = (meta.get("train_config") or {}).get("time_budget", -1.0)
+        saved_budget = (meta.get("train_config") or {}).get("time_budget", -1.0)
+        budget = self.config.time_budget
+        if budget is not None and self.elapsed >= budget and saved_budget == budget:
+            # a budget changed on resume is obeyed as given (even a spent one: one more step)
+            raise ConfigError(
+                f"this run has trained {_seconds(self.elapsed)} of its time budget of "
+                f"{_seconds(budget)}: nothing is left to train; resume with a larger "
+                "--time-budget (or --set train.time_budget=null and --epochs)"
+            )
         if dist.is_main():  # (once per job, not once per rank)
             log.info("resumed from %s at step %d (epoch %d)", checkpoint, self.step, self.epoch)
 
@@ -325,18 +337,9 @@ class Trainer:
     def fit(self) -> TrainResult:
         """Train until the epochs, the time budget or early stopping end it.
 
-        A run resumed with the time budget it had, already used up, is refused (ConfigError
-        naming the larger budget to give) instead of trained one more step; a budget changed
-        on resume is obeyed as given.
+        (A resume whose unchanged time budget is used up was refused by :meth:`resume`.)
         """
         cfg = self.config
-        spent = cfg.time_budget is not None and self.elapsed >= cfg.time_budget
-        if spent and self._saved_budget == cfg.time_budget:
-            raise ConfigError(
-                f"this run has trained {self.elapsed:.3g} s of its time budget of "
-                f"{cfg.time_budget:.3g} s: nothing is left to train; resume with a larger "
-                "--time-budget (or --set train.time_budget=null and --epochs)"
-            )
         if self.run_dir is not None and dist.is_main():
             self.run_dir.mkdir(parents=True, exist_ok=True)
         start = self.clock() - self.elapsed

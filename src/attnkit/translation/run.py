@@ -137,12 +137,12 @@ def average_run_checkpoints(
         RunLockedError: another process is writing the run (training it, or averaging).
     """
     run_dir = Path(run_dir)
-    if "/" in name or "\\" in name or name in ("", ".", ".."):
+    if "/" in name or "\\" in name or name.startswith(".") or name.endswith((".tmp", ".old")):
         raise ConfigError(
-            f"--name {name!r} is not a checkpoint name (a folder name under RUN/checkpoints, "
-            "without / or ..); choose e.g. averaged"
+            f"--name {name!r} is not a checkpoint name (a folder name under RUN/checkpoints: "
+            "no /, no leading dot, not ending in .tmp or .old); choose e.g. averaged"
         )
-    if name in ("last", "best") or name.startswith(("best-", "last.", "recent-")):
+    if not name or name in ("last", "best") or name.startswith(("best-", "last.", "recent-")):
         raise ConfigError(
             f"--name {name!r} would clash with the run's own checkpoints; "
             "choose another name, e.g. averaged"
