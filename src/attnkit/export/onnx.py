@@ -362,28 +362,31 @@ def export_onnx(
     return export_sentence_encoder(source, out)
 
 
-def export_kind(folder: str | Path) -> str | None:
-    """The ``kind`` of the ONNX export in ``folder`` (or ``folder/export/onnx``):
-    ``classification`` or ``sentence-encoder``; None when there is none."""
+def _find_export(folder: str | Path) -> tuple[Path, dict[str, Any]] | None:
+    """The ONNX export in ``folder`` or ``folder/export/onnx`` and its ``attnkit.json``."""
     for candidate in (Path(folder), Path(folder) / DEFAULT_SUBDIR):
         file = candidate / META_FILE
         if file.is_file() and (candidate / MODEL_FILE).is_file():
-            return json.loads(file.read_text(encoding="utf-8")).get("kind")
+            return candidate, json.loads(file.read_text(encoding="utf-8"))
     return None
 
 
+def export_kind(folder: str | Path) -> str | None:
+    """The ``kind`` of the ONNX export in ``folder`` (or ``folder/export/onnx``):
+    ``classification`` or ``sentence-encoder``; None when there is none."""
+    found = _find_export(folder)
+    return None if found is None else found[1].get("kind")
+
+
 def _meta(folder: Path, kind: str) -> dict[str, Any]:
-    for candidate in (folder, folder / DEFAULT_SUBDIR):
-        file = candidate / META_FILE
-        if file.is_file() and (candidate / MODEL_FILE).is_file():
-            meta = json.loads(file.read_text(encoding="utf-8"))
-            if meta.get("kind") != kind:
-                raise ConfigError(
-                    f"{candidate} holds an ONNX {meta.get('kind')} model, not a {kind} model"
-                )
-            meta["folder"] = str(candidate)
-            return meta
-    raise _missing_export(folder, kind)
+    found = _find_export(folder)
+    if found is None:
+        raise _missing_export(folder, kind)
+    candidate, meta = found
+    if meta.get("kind") != kind:
+        raise ConfigError(f"{candidate} holds an ONNX {meta.get('kind')} model, not a {kind} model")
+    meta["folder"] = str(candidate)
+    return meta
 
 
 #: Per export kind: what it is made of, and what ``--engine onnxruntime`` does with it.
