@@ -21,6 +21,7 @@ This file is also the torchrun worker: ``python tests/test_distributed.py worker
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import shutil
@@ -107,6 +108,8 @@ def _worker(spec_path: str) -> None:
     torch.set_num_threads(1)
     torch.set_default_dtype(torch.float64)
     spec = json.loads(Path(spec_path).read_text())
+    if spec.get("exit_report"):  # registered first, so it runs last at exit (atexit is LIFO)
+        atexit.register(_report_exit, Path(spec["exit_report"]) / f"rank{os.environ['RANK']}")
     if spec.get("stall_rank") is not None:
         _stall(int(spec["stall_rank"]))
         return
@@ -118,6 +121,13 @@ def _worker(spec_path: str) -> None:
         found = _evaluate(Path(spec["evaluate"]))
         if dist.is_main():
             Path(spec["evaluate_out"]).write_text(json.dumps(found))
+
+
+def _report_exit(path: Path) -> None:
+    """Whether the process group was left before interpreter teardown (see ``init_from_env``)."""
+    import torch.distributed as tdist
+
+    path.write_text("left" if not tdist.is_initialized() else "still in the group")
 
 
 def _stall(stall_rank: int) -> None:
@@ -236,9 +246,13 @@ def test_two_processes_match_one_and_resume_across_world_sizes(
         ],
         "evaluate": str(one),
         "evaluate_out": str(tmp_path / "evaluated.json"),
+        "exit_report": str(tmp_path),
     }
     status, stderr = _launch(spec, tmp_path)
     assert status == 0, stderr[-3000:]
+    # each rank left the group itself before exiting: gloo torn down with the interpreter
+    # can abort a finished rank ("terminate called without an active exception")
+    assert [(tmp_path / f"rank{r}").read_text() for r in (0, 1)] == ["left", "left"]
 
     shutil.copytree(tmp_path / "two@mid", tmp_path / "two-to-one")
     _phase(tmp_path / "two-to-one", FINISH, None)

@@ -11,6 +11,7 @@ is the step one process takes on the same global batch.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import datetime
 import os
@@ -99,6 +100,10 @@ def init_from_env(device_type: str = "cpu", timeout_s: float | None = None) -> b
             )
         torch.cuda.set_device(local_rank())
     tdist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout))
+    # Leaving the group to interpreter teardown can abort a rank at exit ("terminate called
+    # without an active exception": gloo's worker threads still hold work objects when the
+    # interpreter is gone), failing a job that finished; end it while Python is still alive.
+    atexit.register(shutdown)
     return True
 
 
@@ -204,5 +209,6 @@ def barrier() -> None:
 
 
 def shutdown() -> None:
+    """Leave the process group (a no-op when not distributed or already left)."""
     if is_distributed():
         tdist.destroy_process_group()
