@@ -343,8 +343,8 @@ def _pid_of_rank(launcher: int, rank: int) -> int | None:
     return None
 
 
-@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux /proc")
-def test_killing_one_rank_ends_the_job_with_a_clear_error(tmp_path: Path) -> None:
+def _start_training(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
+    """``attnkit train --nproc 2`` of the tiny run for ever; return once training has started."""
     run = tmp_path / "run"
     argv = [
         sys.executable,
@@ -374,6 +374,21 @@ def test_killing_one_rank_ends_the_job_with_a_clear_error(tmp_path: Path) -> Non
             assert launcher.poll() is None, (tmp_path / "stderr.txt").read_text()[-3000:]
             assert time.monotonic() < deadline, "training did not start"
             time.sleep(0.2)
+    except BaseException:
+        os.killpg(launcher.pid, signal.SIGKILL)
+        launcher.wait()
+        raise
+    return launcher, run
+
+
+#: A frame of torchrun's own code in a traceback: the launcher ends without one.
+TORCHRUN_FRAME = "torch/distributed/run.py"
+
+
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux /proc")
+def test_killing_one_rank_ends_the_job_with_a_clear_error(tmp_path: Path) -> None:
+    launcher, _ = _start_training(tmp_path)
+    try:
         victim = _pid_of_rank(launcher.pid, 1)
         assert victim is not None, "no process with RANK=1 under the launcher"
         os.kill(victim, signal.SIGKILL)
@@ -388,6 +403,20 @@ def test_killing_one_rank_ends_the_job_with_a_clear_error(tmp_path: Path) -> Non
     assert took < 30, f"the job took {took:.0f} s to end after rank 1 died"
     assert "2-process job failed" in stderr, stderr[-3000:]  # the launcher's line
     assert "rank      : 1" in stderr and "SIGKILL" in stderr, stderr[-3000:]  # torchrun's
+    assert TORCHRUN_FRAME not in stderr, stderr[-3000:]
+
+
+def test_ctrl_c_of_a_real_multi_process_job_saves_and_ends_in_a_line(tmp_path: Path) -> None:
+    """Ctrl-C at a terminal (SIGINT to the whole process group): every rank stops at the same
+    step and rank 0 saves; the launcher exits 130 with the resume hint, and torchrun adds no
+    traceback of its own (it raised SignalException out of its main)."""
+    launcher, run = _start_training(tmp_path)
+    os.killpg(launcher.pid, signal.SIGINT)
+    status, stderr = _finish(launcher, tmp_path, 60)
+    assert status == 130, stderr[-3000:]
+    assert "interrupted; the 2 workers saved a checkpoint" in stderr, stderr[-3000:]
+    assert TORCHRUN_FRAME not in stderr and "SignalException" not in stderr, stderr[-3000:]
+    assert (run / "checkpoints" / "last" / "model.safetensors").exists()
 
 
 def test_torchrun_command_keeps_the_command_options_away_from_torchrun() -> None:
@@ -398,7 +427,7 @@ def test_torchrun_command_keeps_the_command_options_away_from_torchrun() -> None
     argv = ["train", "--run", "runs/x", "--nproc", "2", "--set", "train.epochs=3", "--nproc=4"]
     assert strip_nproc(argv) == ["train", "--run", "runs/x", "--set", "train.epochs=3"]
     cmd = torchrun_command(2, argv)
-    assert cmd[:3] == [sys.executable, "-m", "torch.distributed.run"]
+    assert cmd[:3] == [sys.executable, "-m", "attnkit.training.torchrun"]
     # torchrun's own parser: without the "--", "--run" is an ambiguous abbreviation of its
     # "--run-path" and the launch fails before any worker starts
     args = get_args_parser().parse_args(cmd[3:])
@@ -419,7 +448,10 @@ def test_a_stalled_rank_times_out_instead_of_hanging(tmp_path: Path) -> None:
 
 
 if __name__ == "__main__" and sys.argv[1:2] == ["worker"]:
+    from attnkit.training.distributed import exit_worker
+
     _worker(sys.argv[2])
+    exit_worker(0)  # as attnkit's own workers end
 
 
 def test_ctrl_c_of_a_multi_process_job_is_status_130_with_the_resume_hint(
@@ -509,3 +541,37 @@ def test_a_multi_process_start_that_fails_removes_the_folder_it_made(
     err = capsys.readouterr().err
     assert "nothing was saved" in err and "--resume" not in err
     assert not (tmp_path / "early").exists()
+
+
+def test_the_torchrun_wrapper_turns_its_two_ordinary_endings_into_statuses(
+    monkeypatch, capsys
+) -> None:
+    """SIGINT/SIGTERM -> 128 + signal, a failed worker -> 1 with torchrun's summary only; any
+    other error keeps its traceback (the real endings are the two tests above)."""
+    import torch.distributed.run as torchrun
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
+
+    from attnkit.training.torchrun import main
+
+    def ends_with(exc: BaseException):
+        def fake_main(args: Any = None) -> None:
+            raise exc
+
+        return fake_main
+
+    monkeypatch.setattr(torchrun, "main", ends_with(SignalException("x", signal.SIGINT)))
+    assert main([]) == 130
+    monkeypatch.setattr(torchrun, "main", ends_with(SignalException("x", signal.SIGTERM)))
+    assert main([]) == 143
+    failure = ProcessFailure(local_rank=1, pid=7, exitcode=-9, error_file="/nonexistent")
+    monkeypatch.setattr(torchrun, "main", ends_with(ChildFailedError("job.py", {1: failure})))
+    capsys.readouterr()
+    assert main([]) == 1
+    err = capsys.readouterr().err
+    assert "job.py FAILED" in err and "rank      : 1" in err and "Traceback" not in err
+    monkeypatch.setattr(torchrun, "main", ends_with(ValueError("a bad option")))
+    with pytest.raises(ValueError, match="a bad option"):
+        main([])
+    monkeypatch.setattr(torchrun, "main", lambda args=None: None)
+    assert main(["--standalone"]) == 0

@@ -3,5 +3,11 @@
 import sys
 
 from attnkit.cli import main
+from attnkit.training.launch import under_torchrun
 
-sys.exit(main())
+status = main()
+if under_torchrun():  # a gloo thread must not outlive the interpreter: see exit_worker
+    from attnkit.training.distributed import exit_worker
+
+    exit_worker(status)
+sys.exit(status)

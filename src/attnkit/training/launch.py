@@ -2,8 +2,11 @@
 
 ``attnkit train ... --nproc 2`` becomes::
 
-    python -m torch.distributed.run --standalone --nproc-per-node=2 --max-restarts=0 \\
+    python -m attnkit.training.torchrun --standalone --nproc-per-node=2 --max-restarts=0 \\
         -m -- attnkit.cli train ...
+
+(:mod:`attnkit.training.torchrun` is torchrun, ``torch.distributed.run``, ending on Ctrl-C or a
+failed worker without a traceback of torchrun's internals.)
 
 Each worker then finds RANK/WORLD_SIZE/LOCAL_RANK/MASTER_* in its environment and joins the
 process group (:func:`attnkit.training.distributed.init_from_env`). Under an external
@@ -56,7 +59,7 @@ def torchrun_command(nproc: int, argv: Sequence[str], module: str = "attnkit.cli
     return [
         sys.executable,
         "-m",
-        "torch.distributed.run",
+        "attnkit.training.torchrun",
         "--standalone",
         f"--nproc-per-node={nproc}",
         "--max-restarts=0",
@@ -130,7 +133,7 @@ def relaunch_with_torchrun(
             proc.terminate()
             status = proc.wait()
     removed = new_folder and status != 0 and _remove_unstarted(Path(run_dir))  # type: ignore[arg-type]
-    if interrupted and status != 0:  # (torchrun exits 1 on SIGINT, with a traceback of its own)
+    if interrupted and status != 0:  # (130, or torchrun's 1 if it was not our wrapper's status)
         if removed:
             print(
                 f"attnkit: interrupted before training started; nothing was saved and {run_dir} "
