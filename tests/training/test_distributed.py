@@ -575,3 +575,28 @@ def test_the_torchrun_wrapper_turns_its_two_ordinary_endings_into_statuses(
         main([])
     monkeypatch.setattr(torchrun, "main", lambda args=None: None)
     assert main(["--standalone"]) == 0
+
+
+def test_exit_worker_ends_like_a_normal_exit_but_without_teardown(tmp_path: Path) -> None:
+    """What a normal exit does before interpreter teardown still happens: the status, other
+    threads finished, atexit handlers run, buffered output flushed."""
+    script = f"""
+import atexit, sys, threading, time
+from pathlib import Path
+from attnkit.training.distributed import exit_worker
+out = Path({str(tmp_path)!r})
+atexit.register(lambda: (out / "atexit").write_text("ran"))
+def late():
+    time.sleep(0.3)
+    (out / "thread").write_text("finished")
+threading.Thread(target=late).start()
+sys.stdout.write("buffered, no newline")
+exit_worker(3)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=_child_env(), capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 3, done.stderr[-2000:]
+    assert done.stdout == "buffered, no newline"
+    assert (tmp_path / "atexit").read_text() == "ran"
+    assert (tmp_path / "thread").read_text() == "finished"

@@ -16,6 +16,7 @@ import contextlib
 import datetime
 import os
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from typing import Any, NoReturn
 
@@ -219,10 +220,14 @@ def exit_worker(status: int) -> NoReturn:
     the 2-process test on 2 CPU cores (a core dump showed the gloo thread freeing an all-gather's
     tensors inside ``Py_FinalizeEx``), 0 of 40 since: the threads end with the process instead.
 
-    Everything that exit normally does before teardown still happens: ``atexit`` handlers
-    (logging flushed, the group left, temporary folders removed) and stdout/stderr flushed.
-    Files are written with ``with`` blocks, so none is left open with buffered data.
+    Everything that exit normally does before teardown still happens: other (non-daemon)
+    threads are waited for, ``atexit`` handlers run (logging flushed, the group left, temporary
+    folders removed) and stdout/stderr are flushed. Files are written with ``with`` blocks, so
+    none is left open with buffered data.
     """
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
