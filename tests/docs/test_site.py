@@ -174,3 +174,21 @@ def test_three_pages_in_chromium(served: str) -> None:
         shot = page.screenshot(full_page=False)
     assert problems == []
     assert shot[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_every_module_of_every_package_has_an_api_page() -> None:
+    """Each module of attnkit's packages is rendered on some page of the API reference (the
+    command line has its own reference; the benchmark harness is documented in benchmarks/)."""
+    pages = "\n".join(
+        p.read_text(encoding="utf-8") for p in (ROOT / "docs/reference/api").glob("*.md")
+    )
+    documented = set(re.findall(r"^::: (attnkit[\w.]*)$", pages, flags=re.M))
+    missing = []
+    for package in sorted((ROOT / "src/attnkit").iterdir()):
+        if not (package / "__init__.py").is_file() or package.name in ("cli", "bench"):
+            continue
+        for module in sorted(package.glob("*.py")):
+            name = f"attnkit.{package.name}.{module.stem}"
+            if module.stem != "__init__" and name not in documented:
+                missing.append(name)
+    assert not missing, f"no `::: NAME` on any docs/reference/api/*.md page for {missing}"

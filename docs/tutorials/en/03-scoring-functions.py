@@ -35,7 +35,7 @@ import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 
-from attnkit.attention import AdditiveAttention, DotProductAttention, masked_softmax
+from attnkit.attention import AdditiveAttention, DotProductAttention, attention, masked_softmax
 from attnkit.viz.heatmaps import show_heatmaps
 
 torch.manual_seed(0)
@@ -134,7 +134,9 @@ show_heatmaps(weights[None], xlabel="Keys", ylabel="Queries", figsize=(5, 1.6))
 # [`attention`](../../../src/attnkit/attention/functional.py) implements it twice: a plain
 # "math path" (`torch.matmul(queries, keys.transpose(-2, -1)) * scale`, masked softmax,
 # `torch.matmul(weights, values)`) that can return the weights, and PyTorch's fused
-# `scaled_dot_product_attention` kernel, used when the weights are not needed.
+# `scaled_dot_product_attention` kernel, used when the weights are not needed, except on the
+# CPU when there are no more keys than features ($m \le d$, as here): short keys are faster on
+# the math path there. `kernel="sdpa"` or `"math"` picks one.
 # [`DotProductAttention`](../../../src/attnkit/attention/scoring.py) wraps it as a module.
 
 # %%
@@ -151,7 +153,7 @@ show_heatmaps(weights[None], xlabel="Keys", ylabel="Queries", figsize=(5, 1.6))
 q, k, v = torch.randn(2, 5, 16), torch.randn(2, 7, 16), torch.randn(2, 7, 4)
 mask = torch.arange(7) < valid_lens[:, None, None]  # (B, 1, S): True = may attend
 ours_math, _ = dot(q, k, v, valid_lens=valid_lens, need_weights=True)
-ours_fused, _ = dot(q, k, v, valid_lens=valid_lens)
+ours_fused, _ = attention(q, k, v, valid_lens=valid_lens, kernel="sdpa")  # the fused kernel, forced
 reference = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 print("math path vs torch :", (ours_math - reference).abs().max().item())
 print("fused path vs torch:", (ours_fused - reference).abs().max().item())

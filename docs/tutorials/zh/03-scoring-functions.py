@@ -29,7 +29,7 @@ import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 
-from attnkit.attention import AdditiveAttention, DotProductAttention, masked_softmax
+from attnkit.attention import AdditiveAttention, DotProductAttention, attention, masked_softmax
 from attnkit.viz.heatmaps import show_heatmaps
 
 torch.manual_seed(0)
@@ -111,7 +111,7 @@ show_heatmaps(weights[None], xlabel="Keys", ylabel="Queries", figsize=(5, 1.6))
 # \in \mathbb{R}^{n \times v} .
 # $$
 #
-# [`attention`](../../../src/attnkit/attention/functional.py) 实现了两遍：一条普通的“数学路径”（`torch.matmul(queries, keys.transpose(-2, -1)) * scale`、掩蔽softmax、`torch.matmul(weights, values)`），可以返回权重；另一条是 PyTorch 融合的 `scaled_dot_product_attention` 内核，在不需要权重时使用。[`DotProductAttention`](../../../src/attnkit/attention/scoring.py) 把它包装成模块。
+# [`attention`](../../../src/attnkit/attention/functional.py) 实现了两遍：一条普通的“数学路径”（`torch.matmul(queries, keys.transpose(-2, -1)) * scale`、掩蔽softmax、`torch.matmul(weights, values)`），可以返回权重；另一条是 PyTorch 融合的 `scaled_dot_product_attention` 内核，在不需要权重时使用；但在 CPU 上键的个数不超过特征数时（$m \le d$，如这里），数学路径更快，仍走数学路径。`kernel="sdpa"` 或 `"math"` 可以指定其中一条。[`DotProductAttention`](../../../src/attnkit/attention/scoring.py) 把它包装成模块。
 
 # %%
 queries = torch.normal(0, 1, (2, 1, 2))  # (B, L, d)
@@ -127,7 +127,7 @@ show_heatmaps(weights[None], xlabel="Keys", ylabel="Queries", figsize=(5, 1.6))
 q, k, v = torch.randn(2, 5, 16), torch.randn(2, 7, 16), torch.randn(2, 7, 4)
 mask = torch.arange(7) < valid_lens[:, None, None]  # (B, 1, S): True = may attend
 ours_math, _ = dot(q, k, v, valid_lens=valid_lens, need_weights=True)
-ours_fused, _ = dot(q, k, v, valid_lens=valid_lens)
+ours_fused, _ = attention(q, k, v, valid_lens=valid_lens, kernel="sdpa")  # the fused kernel, forced
 reference = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 print("math path vs torch :", (ours_math - reference).abs().max().item())
 print("fused path vs torch:", (ours_fused - reference).abs().max().item())

@@ -363,7 +363,8 @@ class CTranslate2Translator(Translator):
 
     Args:
         translator: the ``ctranslate2.Translator``.
-        src_tok, tgt_tok: the run's tokenizers.
+        src_tok: the run's source tokenizer.
+        tgt_tok: the run's target tokenizer.
         config: the run's :class:`~attnkit.translation.config.RunConfig`.
     """
 

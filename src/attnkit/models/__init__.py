@@ -1,4 +1,5 @@
-"""Models: encoder–decoder Transformer, GRU seq2seq with Bahdanau attention, decoder-only LM."""
+"""Models: encoder–decoder Transformer, GRU seq2seq with Bahdanau attention, decoder-only LM,
+Vision Transformer."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from attnkit.config import BahdanauConfig, TransformerConfig, from_dict
 from attnkit.models.bahdanau import BahdanauSeq2Seq
 from attnkit.models.decoder_lm import DecoderLM, LMCache
 from attnkit.models.transformer import DecoderCache, Transformer
+from attnkit.models.vit import VisionTransformer, ViT
 
 __all__ = [
     "BahdanauSeq2Seq",
@@ -17,6 +19,8 @@ __all__ = [
     "DecoderLM",
     "LMCache",
     "Transformer",
+    "ViT",
+    "VisionTransformer",
     "build_seq2seq",
     "MODEL_CONFIGS",
 ]

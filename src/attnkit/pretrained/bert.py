@@ -22,6 +22,7 @@ from attnkit.config import EncoderConfig
 from attnkit.models.encoder import EncoderModel
 from attnkit.models.size import check_model_size
 from attnkit.pretrained.tokenizer import PretrainedTokenizer, model_max_length
+from attnkit.training.checkpoint import CheckpointError  # (one class for every checkpoint)
 
 __all__ = [
     "CheckpointError",
@@ -95,10 +96,6 @@ LAYER_KEYS: dict[str, tuple[str, ...]] = {
 #: Checkpoint tensors deliberately not used: buffers of position/type ids, the pooler
 #: (tanh layer on [CLS], not part of the encoder) and pre-training heads.
 IGNORED_PREFIXES = ("embeddings.position_ids", "embeddings.token_type_ids", "pooler.", "cls.")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint folder, config or tensor set does not fit the model; the message says why."""
 
 
 def resolve_model_path(path_or_name: str | Path) -> Path:

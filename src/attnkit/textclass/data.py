@@ -486,7 +486,8 @@ class LengthBuckets:
         bucket: group by length (False: random batches).
         seed: base seed.
         chunk_batches: batches per sorted chunk.
-        num_replicas, rank: the data-parallel split.
+        num_replicas: processes in the data-parallel split.
+        rank: this process's place in it.
     """
 
     def __init__(

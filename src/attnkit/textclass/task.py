@@ -172,8 +172,10 @@ class TextClassTask:
     :class:`~attnkit.training.trainer.Trainer`.
 
     Args:
-        train_ids, train_targets: encoded training texts and their targets (N,).
-        valid_ids, valid_targets: the same for validation.
+        train_ids: encoded training texts.
+        train_targets: their targets (N,).
+        valid_ids: encoded validation texts.
+        valid_targets: their targets (N,).
         problem: ``classification`` or ``regression``.
         pad_id: padding id.
         batch_size: sentences per optimizer step over all processes.
@@ -184,8 +186,10 @@ class TextClassTask:
         eval_batch_size: sentences per validation forward pass.
         seed: data-order seed.
         label_smoothing: epsilon of the training loss (classification).
-        metric, mode: the validation metric that picks the best checkpoint, and its direction.
-        lr, weight_decay, layer_lr_decay: for :meth:`param_groups`.
+        metric: the validation metric that picks the best checkpoint.
+        mode: its direction (``max`` or ``min``).
+        lr: learning rate, for :meth:`param_groups`.
+        layer_lr_decay: lr factor per layer down the stack, for :meth:`param_groups`.
         device: where batches go.
     """
 
