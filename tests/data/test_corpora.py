@@ -41,6 +41,18 @@ def test_read_pairs_file_with_attribution_column_bom_crlf(tmp_path):
     assert read_pairs(path, src_col=1, tgt_col=0) == [("Va !", "Go."), ("Salut !", "Hi.")]
 
 
+def test_read_pairs_refuses_a_labelled_file_by_its_header(tmp_path):
+    """finetune's data (sentence<TAB>label, either order, any case) given to a translation
+    command is named as such instead of becoming pairs such as ("a dull mess", "0")."""
+    for header in ("sentence\tlabel", "Label\tText"):
+        path = write(tmp_path / "sst.tsv", f"\n{header}\na dull mess\t0\na fine film\t1\n")
+        with pytest.raises(DataError, match=r"sst.tsv:2: a header .*attnkit finetune"):
+            read_pairs(path)
+    # only a first line is a header: the same words later are an ordinary pair
+    path = write(tmp_path / "pairs.tsv", "Go.\tVa !\nsentence\tlabel\n")
+    assert read_pairs(path) == [("Go.", "Va !"), ("sentence", "label")]
+
+
 @pytest.mark.parametrize("name", ["fra.txt", "train.txt"])
 def test_read_pairs_folder(tmp_path, name):
     write(tmp_path / "corpus" / name, GOOD)

@@ -141,3 +141,25 @@ def test_make_scheduler_reads_the_progress_clock() -> None:
 def test_bad_settings(kw: dict, needle: str) -> None:
     with pytest.raises(ConfigError, match=needle):
         _config(**kw)
+
+
+def test_a_budget_spent_on_another_rank_is_saved_as_spent(tmp_path: Path, monkeypatch) -> None:
+    """Under DDP every rank stops when any one is out of time; a rank whose own clock reads a
+    little less saves the budget as spent all the same, so a resume with the same budget is
+    refused instead of training one more step (here: another rank runs out at update 6)."""
+    from attnkit.training import distributed as dist
+
+    calls = {"n": 0}
+
+    def any_rank(flags: list[bool], device: Any) -> list[bool]:
+        calls["n"] += 1
+        out_of_time, hit = flags
+        return [out_of_time or calls["n"] == 6, hit]
+
+    monkeypatch.setattr(dist, "any_rank", any_rank)
+    trainer = _train(tmp_path, _config(), FakeClock())
+    assert trainer.step == 6 and trainer.elapsed >= 10.0
+    state = torch.load(tmp_path / "checkpoints" / "last" / "state.pt", weights_only=False)
+    assert state["elapsed"] >= 10.0
+    with pytest.raises(ConfigError, match="nothing is left to train"):
+        _train(tmp_path, _config(), FakeClock(now=5e6), resume=True)

@@ -41,6 +41,8 @@ FRA_ENG_SHA1 = "94646ad1522d915e7b0f9296181140edcf86a4f5"
 
 _CORPUS_NAMES = ("fra.txt", "train.txt", "train.tsv")  # looked for, in this order
 _HINT = "pass --data dates|fra-eng|PATH"
+#: The header of a labelled text file (``attnkit finetune``'s data), never of a pair corpus.
+_LABELLED_HEADER = ({"sentence", "text"}, {"label"})
 
 
 def _pick(names: Sequence[str]) -> str | None:
@@ -109,7 +111,8 @@ def read_pairs(
 
     Raises:
         DataError: one line naming ``file:line`` for a missing file, a line with too few columns,
-            an empty field, bytes that are not UTF-8, or a file with no pairs.
+            an empty field, bytes that are not UTF-8, a file with no pairs, or a labelled file
+            (a ``sentence<TAB>label`` header: fine-tuning data, not translation pairs).
     """
     if src_col < 0 or tgt_col < 0 or src_col == tgt_col:
         raise ValueError(f"src_col and tgt_col must be distinct and >= 0, got {src_col}, {tgt_col}")
@@ -136,6 +139,11 @@ def read_pairs(
                 f"(source<TAB>target), found {len(columns)}: {line[:60]!r}"
             )
         src, tgt = columns[src_col].strip(), columns[tgt_col].strip()
+        if not pairs and _is_labelled_header(columns):
+            raise DataError(
+                f"{name}:{lineno}: a header {line[:60]!r}: this is labelled text for `attnkit "
+                "finetune`; translation needs source<TAB>target pairs, without a header"
+            )
         if not src or not tgt:
             side = "source" if not src else "target"
             raise DataError(f"{name}:{lineno}: empty {side} sentence: {line[:60]!r}")
@@ -143,6 +151,13 @@ def read_pairs(
     if not pairs:
         raise DataError(f"{name}: no sentence pairs in the file (empty corpus); {hint}")
     return pairs
+
+
+def _is_labelled_header(columns: list[str]) -> bool:
+    """Whether a first line names a text column and a label column (in either order)."""
+    names = {c.strip().lower() for c in columns}
+    texts, labels = _LABELLED_HEADER
+    return bool(names & texts) and bool(names & labels)
 
 
 def default_cache_dir() -> Path:

@@ -220,9 +220,10 @@ class Trainer:
     def _tick(self, start: float) -> None:
         """Update ``elapsed``; with ``schedule_horizon="time"`` under DDP every rank takes
         the ranks' mean, so that all of them plan the same lr."""
-        self.elapsed = self.clock() - start
+        elapsed = self.clock() - start
         if self.config.decays_by_time and dist.is_distributed():
-            self.elapsed = dist.all_reduce_sum(self.elapsed, self.device) / dist.world_size()
+            elapsed = dist.all_reduce_sum(elapsed, self.device) / dist.world_size()
+        self.elapsed = max(self.elapsed, elapsed)  # (never back under a budget marked spent)
 
     def _amp_dtype(self) -> torch.dtype | None:
         """float16/bfloat16 autocast on CUDA (``amp``); bfloat16 on an AMX CPU (``cpu_amp``)."""
@@ -409,6 +410,10 @@ class Trainer:
                         )
                         if out_of_time:
                             reason = "time budget"
+                            # spent for the whole job, though this rank's clock may read a
+                            # little less than another's: saved as spent, so that a resume with
+                            # the same budget is refused on every rank alike
+                            self.elapsed = max(self.elapsed, float(cfg.time_budget or 0.0))
                             break
                         if hit:
                             raise KeyboardInterrupt
