@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -200,3 +201,25 @@ def test_two_processes_train_like_one(tmp_path: Path, text_file: Path) -> None:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-5, msg=key)
     va, vb = _rows(one, "valid"), _rows(two, "valid")
     assert va[-1]["loss"] == pytest.approx(vb[-1]["loss"], rel=1e-5)
+
+
+def test_model_sizes_too_big_for_memory_are_refused_before_allocating(
+    tmp_path: Path, text_file: Path, lm_run: tuple[Path, Any], capsys
+) -> None:
+    """A new run's sizes, and an edited config.json of a run, are checked against this
+    machine's memory before any weight is allocated: one line with the estimated size (was:
+    the allocator's "can't allocate memory", or a machine filled layer by layer)."""
+    huge = ["--set", "model.d_model=100000", "--set", "model.num_layers=100"]
+    assert main(tiny_argv(text_file, tmp_path / "new") + huge) == 2
+    err = capsys.readouterr().err
+    assert "the model section: this DecoderLMConfig would have about" in err, err
+    assert "choose smaller model sizes" in err and "Traceback" not in err
+    run = tmp_path / "edited"
+    shutil.copytree(lm_run[0], run)
+    stored = json.loads((run / "config.json").read_text())
+    stored["config"]["model"].update(d_model=65536, num_layers=64)
+    (run / "config.json").write_text(json.dumps(stored))
+    assert main(["generate", "--run", str(run), "RO", "--max-new-tokens", "2"]) == 2
+    err = capsys.readouterr().err
+    assert f"{run / 'config.json'}: model: this DecoderLMConfig would have about" in err, err
+    assert "restore it or retrain" in err

@@ -289,3 +289,18 @@ def test_config_checks_come_before_any_data_work(tiny_bert, sentiment, tmp_path)
         train_textclass(
             tiny_config(tiny_bert, *sentiment, "train.warmup_steps=500"), tmp_path / "r"
         )
+
+
+def test_an_edited_backbone_too_big_for_memory_is_refused_naming_the_file(
+    tmp_path: Path, classifier_run: tuple[Path, str], capsys
+) -> None:
+    import shutil
+
+    run = tmp_path / "edited"
+    shutil.copytree(classifier_run[0], run)
+    stored = json.loads((run / "config.json").read_text())
+    stored["config"]["backbone"]["config"].update(d_model=65536, num_layers=64)
+    (run / "config.json").write_text(json.dumps(stored))
+    assert main(["predict", "--run", str(run), "a fine film"]) == 2
+    err = capsys.readouterr().err
+    assert f"{run / 'config.json'}: backbone: this EncoderConfig would have about" in err, err

@@ -34,7 +34,8 @@ from attnkit.config import (
     section,
     to_dict,
 )
-from attnkit.training.runfolder import read_run_config
+from attnkit.models.size import check_model_size
+from attnkit.training.runfolder import read_run_config, stored_config
 
 __all__ = [
     "BUILTIN_TEXTS",
@@ -244,7 +245,10 @@ def load_lm_config(run_dir: str | Path) -> LMRunConfig:
             f"{raw.get('task', 'translation')!r}); train one with `attnkit "
             "train-lm --run DIR`"
         )
-    return lm_config_from_dict(raw, derived=True)
+    with stored_config(run_dir):
+        cfg = lm_config_from_dict(raw, derived=True)
+        check_model_size(cfg.model, "model")  # before any allocation
+    return cfg
 
 
 def lm_config_dict(cfg: LMRunConfig, init_from: str | Path | None = None) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from attnkit.lm.data import TextData, prepare_text_data
 from attnkit.lm.generator import Generator
 from attnkit.lm.task import LMTask
 from attnkit.models.decoder_lm import DecoderLM
+from attnkit.models.size import check_model_size
 from attnkit.training.checkpoint import load_checkpoint
 from attnkit.training.runfolder import find_checkpoint
 from attnkit.training.runs import train_run
@@ -66,6 +67,7 @@ class LMRecipe:
     def build(self, cfg: LMRunConfig, data: TextData) -> tuple[LMRunConfig, nn.Module]:
         model_cfg = dataclasses.replace(cfg.model, vocab_size=data.tokenizer.vocab_size)
         cfg = dataclasses.replace(cfg, model=model_cfg)
+        check_model_size(model_cfg, "the model section", fix="choose smaller model sizes")
         model = DecoderLM(model_cfg)
         if self.init_from is not None:
             source = load_lm_config(self.init_from)

@@ -42,7 +42,8 @@ from attnkit.config import (
     section,
     to_dict,
 )
-from attnkit.training.runfolder import read_run_config
+from attnkit.models.size import check_model_size
+from attnkit.training.runfolder import read_run_config, stored_config
 
 __all__ = [
     "BACKBONE_KINDS",
@@ -361,9 +362,11 @@ def load_textclass_config(run_dir: str | Path) -> tuple[TextClassRunConfig, list
     labels = raw.get("labels")
     if not isinstance(labels, list):
         raise ConfigError(f"{run_dir}/config.json has no label list; retrain the run")
-    cfg = textclass_config_from_dict(raw, derived=True)
-    if cfg.backbone.kind is None or cfg.backbone.config is None or cfg.model.num_labels < 1:
-        raise ConfigError(f"{run_dir}/config.json lacks the backbone or head; retrain the run")
+    with stored_config(run_dir):
+        cfg = textclass_config_from_dict(raw, derived=True)
+        if cfg.backbone.kind is None or cfg.backbone.config is None or cfg.model.num_labels < 1:
+            raise ConfigError("no backbone or head: restore the file or retrain")
+        check_model_size(cfg.backbone.model_config(), "backbone")
     return cfg, [str(x) for x in labels]
 
 

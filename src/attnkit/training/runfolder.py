@@ -15,10 +15,11 @@ settings a resume may change, finds checkpoints, reads ``metrics.jsonl`` back an
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ __all__ = [
     "read_metric_rows",
     "trim_metrics",
     "read_run_config",
+    "stored_config",
     "is_run_folder",
     "run_kind",
     "start_or_resume",
@@ -102,6 +104,19 @@ def read_run_config(run_dir: str | Path, train_command: str = "attnkit train") -
     if not isinstance(raw.get("config"), dict):
         raise ConfigError(f"{path}: no 'config' table; retrain the run with this version")
     return raw["config"]
+
+
+@contextlib.contextmanager
+def stored_config(run_dir: str | Path) -> Iterator[Path]:
+    """Around the reading and checking of ``run_dir/config.json`` (yields its path): a
+    ``ConfigError`` or the type error of a hand-edited value becomes one line naming the file,
+    with what to do."""
+    path = Path(run_dir) / "config.json"
+    try:
+        yield path
+    except (ConfigError, TypeError, ValueError, AttributeError) as err:
+        fix = "" if "restore" in str(err) else "; restore the file or retrain"
+        raise ConfigError(f"{path}: {err}{fix}") from None
 
 
 def is_run_folder(path: str | Path) -> bool:

@@ -31,7 +31,7 @@ from attnkit.config import (
     to_dict,
 )
 from attnkit.models.size import check_model_size
-from attnkit.training.runfolder import describe_kind, read_run_config
+from attnkit.training.runfolder import describe_kind, read_run_config, stored_config
 
 __all__ = [
     "DataConfig",
@@ -265,14 +265,9 @@ def load_run_config(run_dir: str | Path) -> RunConfig:
             f"{run_dir} is {describe_kind(raw['task'])}, not a translation run; train one "
             "with `attnkit train --run DIR`"
         )
-    path = Path(run_dir) / "config.json"
-    try:
+    with stored_config(run_dir):
         cfg = run_config_from_dict(raw, derived=True)
         check_model_size(from_dict(model_config_class(cfg.model_type), cfg.model, "model"), "model")
-    except (ConfigError, TypeError, ValueError, AttributeError) as err:
-        raise ConfigError(
-            f"{path}: {err}" + ("" if "restore" in str(err) else "; restore the file or retrain")
-        ) from None
     return cfg
 
 

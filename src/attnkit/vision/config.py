@@ -16,7 +16,7 @@ from typing import Any
 
 from attnkit.config import ConfigError, TrainConfig, ViTConfig, from_dict, section, to_dict
 from attnkit.models.size import check_model_size
-from attnkit.training.runfolder import read_run_config
+from attnkit.training.runfolder import read_run_config, stored_config
 
 __all__ = [
     "BUILTIN_DATA",
@@ -211,14 +211,9 @@ def load_vision_config(run_dir: str | Path) -> tuple[VisionRunConfig, list[str]]
     if not isinstance(classes, list) or not classes:
         raise ConfigError(f"{run_dir}/config.json has no class names; retrain the run")
     sections = {k: raw[k] for k in ("model", "data", "train") if k in raw}
-    try:
+    with stored_config(run_dir):
         cfg = from_dict(VisionRunConfig, sections, "")
         check_model_size(cfg.model, "model")
-    except ConfigError as err:
-        raise ConfigError(
-            f"{Path(run_dir) / 'config.json'}: {err}"
-            + ("" if "restore" in str(err) else "; restore the file or retrain")
-        ) from None
     return cfg, [str(c) for c in classes]
 
 
