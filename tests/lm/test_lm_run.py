@@ -102,7 +102,7 @@ def test_bpe_bits_per_character_count_the_characters(tmp_path: Path, text_file: 
     assert row["bpc"] < row["loss"] / math.log(2)  # a token covers more than one character
 
 
-def test_resume_mid_epoch_equals_uninterrupted(tmp_path: Path, text_file: Path) -> None:
+def test_resume_mid_epoch_equals_uninterrupted(tmp_path: Path, text_file: Path, capsys) -> None:
     train = {"epochs": 1}
     torch.manual_seed(0)
     _, full = train_lm(tiny_config(text_file, train=train), tmp_path / "full")
@@ -112,7 +112,21 @@ def test_resume_mid_epoch_equals_uninterrupted(tmp_path: Path, text_file: Path) 
     )
     assert result.stopped_because == "time budget" and result.steps == 1
     state, _ = load_checkpoint(tmp_path / "cut" / "checkpoints" / "last")
-    assert state["task"] == {"epoch": 0, "position": 1}
+    assert {k: state["task"][k] for k in ("epoch", "position")} == {"epoch": 0, "position": 1}
+    # the text changed since: refused, naming both sizes (was: trained on the other text)
+    changed = tmp_path / "changed"
+    shutil.copytree(tmp_path / "cut", changed)
+    original = text_file.read_text(encoding="utf-8")
+    argv = ["train-lm", "--run", str(changed), "--resume", "--sample-tokens", "0"]
+    for edited in (original[: len(original) // 2], original.replace("May", "Jun")):
+        text_file.write_text(edited, encoding="utf-8")
+        try:
+            assert main([*argv, "--set", "train.time_budget=null", "--no-progress"]) == 2
+        finally:
+            text_file.write_text(original, encoding="utf-8")
+        err = capsys.readouterr().err
+        assert "the data changed since this checkpoint was saved: 6,920 tokens then" in err, err
+        assert ("same size, other content" in err) == (len(edited) == len(original))
     # through the CLI, as a user would
     argv = ["train-lm", "--run", str(tmp_path / "cut"), "--resume", "--sample-tokens", "0"]
     assert main([*argv, "--set", "train.time_budget=null", "--no-progress"]) == 0

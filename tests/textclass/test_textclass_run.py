@@ -167,6 +167,23 @@ def test_resume_mid_epoch_equals_uninterrupted(tiny_bert, sentiment, tmp_path, c
         tiny_config(tiny_bert, *sentiment, *extra, "train.time_budget=1e-9"), tmp_path / "cut"
     )
     assert result.stopped_because == "time budget" and result.steps == 1
+    # a training file edited since (one label flipped): refused (was: trained on it silently)
+    import shutil
+
+    shutil.copytree(tmp_path / "cut", tmp_path / "changed")
+    original = sentiment[0].read_text(encoding="utf-8")
+    header, first, rest = original.split("\n", 2)  # label<TAB>sentence rows
+    label, text = first.split("\t", 1)
+    flipped = {"neg": "pos", "pos": "neg"}[label]
+    sentiment[0].write_text(f"{header}\n{flipped}\t{text}\n{rest}", encoding="utf-8")
+    try:
+        changed = ["finetune", "--run", str(tmp_path / "changed"), "--resume", "--no-progress"]
+        capsys.readouterr()
+        assert main([*changed, "--set", "train.time_budget=null"]) == 2
+    finally:
+        sentiment[0].write_text(original, encoding="utf-8")
+    err = capsys.readouterr().err
+    assert "the data changed since this checkpoint was saved" in err, err
     argv = ["finetune", "--run", str(tmp_path / "cut"), "--resume", "--no-progress"]
     status, _ = run_cli([*argv, "--set", "train.time_budget=null"])
     assert status == 0

@@ -520,6 +520,15 @@ def test_a_shared_vocabulary_run_on_a_tsv_resumes(tmp_path: Path, capsys) -> Non
     assert src is tgt
     capsys.readouterr()
     resume = ["train", "--run", str(run), "--resume", "--no-progress", "--epochs", "1"]
+    # the TSV edited since (one pair's target changed): refused, not trained on silently
+    original = tsv.read_text("utf-8")
+    source, target = original.split("\n", 1)[0].split("\t")
+    tsv.write_text(original.replace(f"{source}\t{target}", f"{source}\t{target[::-1]}", 1), "utf-8")
+    assert main([*resume, "--set", "train.time_budget=null"]) == 2
+    err = capsys.readouterr().err
+    assert "the data changed since this checkpoint was saved" in err, err
+    assert "training and" in err and "same size, other content" in err
+    tsv.write_text(original, "utf-8")
     assert main([*resume, "--set", "train.time_budget=null"]) == 0, capsys.readouterr().err
 
 

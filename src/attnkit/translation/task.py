@@ -29,6 +29,7 @@ from attnkit.data.batching import (
 )
 from attnkit.data.corpora import group_references, load_corpus, split_pairs
 from attnkit.data.errors import DataError
+from attnkit.data.fingerprint import check_same_data, fingerprint
 from attnkit.data.text import PAD_ID, tidy_punctuation_spacing
 from attnkit.data.tokenizers import SentencePieceTokenizer, Tokenizer, WordTokenizer, load_tokenizer
 from attnkit.decoding import beam_search, greedy_decode
@@ -278,6 +279,7 @@ class TranslationTask:
             num_replicas=dist.world_size(),
             rank=dist.rank(),
         )
+        self.data_fingerprint = fingerprint(data.train, data.valid)
 
     def batches_per_epoch(self) -> int:
         return len(self.sampler)
@@ -300,9 +302,25 @@ class TranslationTask:
         return batch.num_tgt_tokens
 
     def state_dict(self) -> dict[str, Any]:
-        return {"sampler": self.sampler.state_dict()}
+        """The batch order's state, and what the data was (its fingerprint and size)."""
+        return {
+            "sampler": self.sampler.state_dict(),
+            "data": self.data_fingerprint,
+            "pairs": self._pairs(),
+        }
+
+    def _pairs(self) -> str:
+        return f"{len(self.data.train):,} training and {len(self.data.valid):,} validation pairs"
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        check_same_data(
+            state.get("data"),
+            self.data_fingerprint,
+            state.get("pairs"),
+            self._pairs(),
+            "resume with the files the run started with (data.source and data.valid in its "
+            "config.json), or train a new run",
+        )
         self.sampler.load_state_dict(state["sampler"])
 
     def evaluate(self, model: nn.Module) -> dict[str, float]:
