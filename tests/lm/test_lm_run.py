@@ -237,3 +237,18 @@ def test_model_sizes_too_big_for_memory_are_refused_before_allocating(
     err = capsys.readouterr().err
     assert f"{run / 'config.json'}: model: this DecoderLMConfig would have about" in err, err
     assert "restore it or retrain" in err
+
+
+def test_a_prompt_longer_than_the_context_is_said_to_be_cut(
+    lm_run: tuple[Path, Any], caplog
+) -> None:
+    """(was: the start of a long prompt was dropped without a word; `attention` warned)"""
+    generator = Generator.load(lm_run[0], device="cpu")
+    with caplog.at_level("WARNING"):
+        "".join(generator.generate(VERSE[:20], max_new_tokens=3, temperature=0))
+    assert "prompt" not in caplog.text
+    with caplog.at_level("WARNING"):
+        long = "".join(generator.generate("a" * 200 + VERSE[:20], max_new_tokens=3, temperature=0))
+    assert "the prompt has 220 tokens; the model continues from the last 32" in caplog.text
+    seen = ("a" * 200 + VERSE[:20])[-32:]  # one token a character
+    assert long == "".join(generator.generate(seen, max_new_tokens=3, temperature=0))

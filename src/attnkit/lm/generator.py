@@ -107,6 +107,12 @@ class Generator:
         check_sampling_args(max_new_tokens, temperature, top_k, top_p)
         stops = [s for s in stop if s]
         ids = self._start_ids(prompt)
+        if len(ids) > self.model.max_len:  # the model sees its context only: say so
+            log.warning(
+                "the prompt has %d tokens; the model continues from the last %d (its context)",
+                len(ids),
+                self.model.max_len,
+            )
         tokens = generate(
             self.model,
             ids,
