@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import io
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -224,7 +225,7 @@ def test_regression_reports_pearson_and_spearman_like_scipy(tiny_bert, tmp_path)
 
 
 @pytest.mark.skipif(not HAS_LM, reason="the language-model task (attnkit.lm) is not installed")
-def test_finetune_an_attnkit_language_model_run(tmp_path, capsys) -> None:
+def test_finetune_an_attnkit_language_model_run(tmp_path, capsys, caplog) -> None:
     """Two stages inside attnkit: pretrain a tiny character LM, then fine-tune it (here with the
     whole backbone frozen, so its weights must stay those of the LM's best checkpoint)."""
     from attnkit.lm.config import lm_config_from_dict
@@ -245,8 +246,10 @@ def test_finetune_an_attnkit_language_model_run(tmp_path, capsys) -> None:
     valid = write_sentiment(tmp_path / "dev.tsv", 60, seed=7)
     argv = tiny_argv(tmp_path / "lm", train, valid, tmp_path / "run", "--epochs", "2")
     argv += ["--set", "finetune.freeze_layers=2", "--set", "train.lr=0.01"]
-    status, out = run_cli(argv)
+    with caplog.at_level("WARNING"):
+        status, out = run_cli(argv)
     assert status == 0, out
+    assert "<unk>" not in caplog.text  # the LM was pretrained on these words
     assert "backbone: lm" in out and "pooling: last" in out
     config = json.loads((tmp_path / "run" / "config.json").read_text())["config"]
     assert config["backbone"]["kind"] == "lm" and config["model"]["pooling"] == "last"
@@ -265,11 +268,21 @@ def test_finetune_an_attnkit_language_model_run(tmp_path, capsys) -> None:
     tokens, weights = classifier.attention("good film")
     assert len(tokens) == len("good film") + 1 and tokens[-1] == "\u21b5"  # the line end
     assert len(weights) == 2 and weights[0].shape == (2, 10, 10)
-    # from scratch: the same architecture and tokenizer, but freshly initialised weights
+    # from scratch: the same architecture and tokenizer, but freshly initialised weights; a
+    # text with characters the LM never saw: said (was: silently <unk>)
+    train = write_sentiment(tmp_path / "train.tsv", 200, seed=6)
+    with open(train, "a", encoding="utf-8") as f:
+        f.write("pos\ta caf\u00e9 (good) film\n")
     argv = tiny_argv(tmp_path / "lm", train, valid, tmp_path / "scratch", "--epochs", "1")
     argv += ["--set", "finetune.freeze_layers=2", "--set", "finetune.init=random"]
-    status, out = run_cli(argv)
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        status, out = run_cli(argv)
     assert status == 0, out
+    assert "3 distinct characters of the texts are not in the language model's vocabulary" in (
+        caplog.text
+    ), caplog.text
+    assert re.search(r"\(in 1 of \d+ texts\): 'é' '\(' '\)'", caplog.text)
     scratch = load_file(str(tmp_path / "scratch" / "checkpoints" / "last" / "model.safetensors"))
     torch.manual_seed(0)  # the seed the run builds its model with (train.seed)
     fresh = DecoderLM(DecoderLMConfig(**config["backbone"]["config"])).state_dict()

@@ -420,11 +420,23 @@ class LMTextEncoder:
     """
 
     def __init__(self, tokenizer: Tokenizer, max_length: int) -> None:
-        from attnkit.lm.data import encode_text  # the language-model task, needed only here
+        from attnkit.lm.data import (
+            encode_text,  # the language-model task, needed only here
+            unknown_characters,
+        )
 
         self.tokenizer, self.max_length, self.pad_id = tokenizer, max_length, 0
-        self._encode = encode_text
+        self._encode, self._unknown = encode_text, unknown_characters
         self.end = encode_text(tokenizer, "\n", strict=False)[-1:]
+
+    def unknown(self, texts: Sequence[str]) -> tuple[list[str], int]:
+        """The distinct characters of ``texts`` the tokenizer reads as UNK (in order of first
+        use), and how many of the texts hold one."""
+        chars = self._unknown(self.tokenizer, "\n".join(texts))
+        if not chars:
+            return [], 0
+        found = set(chars)
+        return chars, sum(any(c in found for c in t) for t in texts)
 
     def encode(self, texts: Sequence[str]) -> list[list[int]]:
         keep = self.max_length - len(self.end)

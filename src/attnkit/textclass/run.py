@@ -50,6 +50,7 @@ from attnkit.textclass.config import (
 from attnkit.textclass.data import (
     LabelledTexts,
     Labels,
+    LMTextEncoder,
     TextEncoder,
     class_counts,
     load_text_encoder,
@@ -191,6 +192,18 @@ class TextClassRecipe:
         self.curve_scores = (
             ("valid_pearson",) if labels.problem == "regression" else ("valid_accuracy",)
         )
+        if first and isinstance(encoder, LMTextEncoder):  # a model of other text (BERT: no UNK)
+            chars, count = encoder.unknown([*train.texts, *valid.texts])
+            if chars:
+                log.warning(
+                    "%d distinct characters of the texts are not in the language model's "
+                    "vocabulary and read as <unk> (in %d of %d texts): %s; pretrain on text "
+                    "that has them to use them",
+                    len(chars),
+                    count,
+                    len(train.texts) + len(valid.texts),
+                    " ".join(repr(c) for c in chars[:20]) + (" ..." if len(chars) > 20 else ""),
+                )
         if first:
             for name, rows, ids in (("train", train, train_ids), ("valid", valid, valid_ids)):
                 cut = sum(len(x) >= max_length for x in ids)
