@@ -252,3 +252,35 @@ def test_a_prompt_longer_than_the_context_is_said_to_be_cut(
     assert "the prompt has 220 tokens; the model continues from the last 32" in caplog.text
     seen = ("a" * 200 + VERSE[:20])[-32:]  # one token a character
     assert long == "".join(generator.generate(seen, max_new_tokens=3, temperature=0))
+
+
+def test_a_run_of_another_kind_is_named_with_the_command_that_continues_it(
+    lm_run: tuple[Path, Any], capsys
+) -> None:
+    """(was: "... is a language-model run, not a translation run; train one with `attnkit
+    train --run DIR`": a new run of the wrong kind)"""
+    run = lm_run[0]
+    for argv, wanted in (
+        (
+            ["train", "--run", str(run), "--resume"],
+            "a translation run; train one with `attnkit train ",
+        ),
+        (["finetune", "--run", str(run), "--resume"], "a text-classification run; train one with"),
+        (["predict", "--run", str(run), "hi"], "a text-classification run; train one with"),
+    ):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert (
+            f"{run} is a language-model run (continue it with `attnkit train-lm --run {run} " in err
+        ), err
+        assert f"--resume`), not {wanted}" in err, err
+
+
+def test_a_run_given_as_a_pretrained_model_folder_is_named_as_a_run(
+    lm_run: tuple[Path, Any], capsys
+) -> None:
+    """(was: "model folder RUN lacks ['model.safetensors']", as if the run were damaged)"""
+    assert main(["embed", "--model", str(lm_run[0]), "hi"]) == 2
+    err = capsys.readouterr().err
+    assert f"{lm_run[0]} is a language-model run of attnkit, not a pretrained model folder" in err
+    assert "commands take a run with --run" in err

@@ -110,3 +110,19 @@ def test_full_disk_while_logging_metrics(tmp_path: Path, reference: Path, monkey
     assert len(text.splitlines()) == 4  # the failed row left nothing behind
     assert main(["train", "--run", str(run), "--resume", *QUIET]) == 0
     same_end(run, reference)
+
+
+def test_curves_are_drawn_quietly_or_not_at_all(tmp_path, caplog) -> None:
+    """No metrics logged yet (Ctrl-C at the first step): nothing drawn and nothing said (was:
+    "could not draw training curves: metrics log ... does not exist; has the run trained?");
+    a broken log is still reported, never raised."""
+    from attnkit.training.runfolder import write_curves
+
+    with caplog.at_level("WARNING"):
+        write_curves(tmp_path)
+    assert caplog.text == "" and not (tmp_path / "curves.png").exists()
+    (tmp_path / "metrics.jsonl").write_text("{not json\n")
+    with caplog.at_level("WARNING"):
+        write_curves(tmp_path)
+    assert "could not draw training curves" in caplog.text
+    assert not list(tmp_path.glob("*.png"))

@@ -45,7 +45,8 @@ def add_checkpoint_option(parser: Any) -> None:
     parser.add_argument(
         "--checkpoint",
         default="best",
-        help="best, last, a name under RUN/checkpoints (e.g. averaged), or a folder",
+        help="best, last, a name under RUN/checkpoints (e.g. averaged, written by `attnkit "
+        "average` for translation runs), or a checkpoint folder",
     )
 
 

@@ -35,7 +35,7 @@ from attnkit.config import (
     to_dict,
 )
 from attnkit.models.size import check_model_size
-from attnkit.training.runfolder import read_run_config, stored_config
+from attnkit.training.runfolder import read_run_config, stored_config, wrong_kind
 
 __all__ = [
     "BUILTIN_TEXTS",
@@ -240,11 +240,7 @@ def load_lm_config(run_dir: str | Path) -> LMRunConfig:
     """Read a language-model run's ``run_dir/config.json``; errors name the folder and the fix."""
     raw = read_run_config(run_dir, train_command="attnkit train-lm")
     if raw.get("task") != "lm":
-        raise ConfigError(
-            f"{run_dir} is not a language-model run (task "
-            f"{raw.get('task', 'translation')!r}); train one with `attnkit "
-            "train-lm --run DIR`"
-        )
+        raise wrong_kind(run_dir, raw.get("task", "translation"), "lm")
     with stored_config(run_dir):
         cfg = lm_config_from_dict(raw, derived=True)
         check_model_size(cfg.model, "model")  # before any allocation

@@ -23,6 +23,7 @@ from attnkit.models.encoder import EncoderModel
 from attnkit.models.size import check_model_size
 from attnkit.pretrained.tokenizer import PretrainedTokenizer, model_max_length
 from attnkit.training.checkpoint import CheckpointError  # (one class for every checkpoint)
+from attnkit.training.runfolder import describe_kind, is_run_folder, run_kind
 
 __all__ = [
     "CheckpointError",
@@ -125,6 +126,11 @@ def resolve_model_path(path_or_name: str | Path) -> Path:
             f"model {name!r} is neither a folder nor one of the names {sorted(MODEL_PACKAGES)}"
         )
     missing = [f for f in (CONFIG_FILE, WEIGHTS_FILE) if not (folder / f).is_file()]
+    if missing and is_run_folder(folder):  # (not a damaged checkpoint: another kind of folder)
+        raise CheckpointError(
+            f"{folder} is {describe_kind(run_kind(folder))} of attnkit, not a pretrained model "
+            f"folder ({CONFIG_FILE} + {WEIGHTS_FILE}); commands take a run with --run"
+        )
     if missing:
         raise CheckpointError(
             f"model folder {folder} lacks {missing}; a BERT-family checkpoint "

@@ -43,7 +43,7 @@ from attnkit.config import (
     to_dict,
 )
 from attnkit.models.size import check_model_size
-from attnkit.training.runfolder import read_run_config, stored_config
+from attnkit.training.runfolder import read_run_config, stored_config, wrong_kind
 
 __all__ = [
     "BACKBONE_KINDS",
@@ -355,10 +355,7 @@ def load_textclass_config(run_dir: str | Path) -> tuple[TextClassRunConfig, list
     """A fine-tuning run's config and label names from ``run_dir/config.json``."""
     raw = read_run_config(run_dir, train_command=TRAIN_COMMAND)
     if raw.get("task") != "textclass":
-        raise ConfigError(
-            f"{run_dir} is not a text-classification run (task "
-            f"{raw.get('task', 'translation')!r}); fine-tune one with `{TRAIN_COMMAND} --run DIR`"
-        )
+        raise wrong_kind(run_dir, raw.get("task", "translation"), "textclass")
     labels = raw.get("labels")
     if not isinstance(labels, list):
         raise ConfigError(f"{run_dir}/config.json has no label list; retrain the run")

@@ -33,6 +33,8 @@ from attnkit.viz.curves import plot_curves
 __all__ = [
     "RUN_KINDS",
     "describe_kind",
+    "wrong_kind",
+    "TRAIN_COMMANDS",
     "RUN_FORMAT",
     "RESUMABLE_TRAIN_FIELDS",
     "write_json_atomic",
@@ -151,9 +153,29 @@ RUN_KINDS = {
 }
 
 
+#: The command that trains (and resumes) a run of each kind.
+TRAIN_COMMANDS = {
+    "translation": "attnkit train",
+    "classification": "attnkit train-vit",
+    "lm": "attnkit train-lm",
+    "textclass": "attnkit finetune",
+}
+
+
 def describe_kind(kind: str) -> str:
     """``"lm"`` -> ``"a language-model run"`` (unknown kinds: ``"a <kind> run"``)."""
     return RUN_KINDS.get(kind, f"a {kind} run")
+
+
+def wrong_kind(run_dir: str | Path, kind: str, wanted: str) -> ConfigError:
+    """The error for a run of ``kind`` given where a run of ``wanted`` kind is needed: it names
+    both, the command that continues this run, and the one that trains the wanted kind."""
+    own = TRAIN_COMMANDS.get(kind)
+    resume = f" (continue it with `{own} --run {run_dir} --resume`)" if own else ""
+    return ConfigError(
+        f"{run_dir} is {describe_kind(kind)}{resume}, not {describe_kind(wanted)}; train "
+        f"one with `{TRAIN_COMMANDS[wanted]} --run DIR`"
+    )
 
 
 def start_or_resume(run_dir: str | Path, resume: bool) -> Path | None:
@@ -250,13 +272,16 @@ def find_checkpoint(run_dir: str | Path, checkpoint: str = "best", keep_best: in
 
 
 def write_curves(run_dir: str | Path, scores: Sequence[str] | None = None) -> None:
-    """Draw ``metrics.jsonl`` into ``curves.png``; a failure is logged, never raised.
+    """Draw ``metrics.jsonl`` into ``curves.png``; a failure is logged, never raised. Nothing
+    is drawn (or said) before the first row is logged (e.g. Ctrl-C at the first step).
 
     Args:
         run_dir: the run folder.
         scores: columns for the right axis (e.g. ``["valid_accuracy"]``); default: BLEU/chrF.
     """
     run_dir = Path(run_dir)
+    if not (run_dir / "metrics.jsonl").exists():
+        return
     tmp = run_dir / ".curves.tmp.png"
     try:  # drawn aside, then renamed: a reader never sees half a picture
         plot_curves(read_metric_rows(run_dir / "metrics.jsonl"), path=tmp, y2=scores)

@@ -31,7 +31,7 @@ from attnkit.config import (
     to_dict,
 )
 from attnkit.models.size import check_model_size
-from attnkit.training.runfolder import describe_kind, read_run_config, stored_config
+from attnkit.training.runfolder import read_run_config, stored_config, wrong_kind
 
 __all__ = [
     "DataConfig",
@@ -261,10 +261,7 @@ def load_run_config(run_dir: str | Path) -> RunConfig:
     """
     raw = read_run_config(run_dir)
     if raw.get("task", "translation") != "translation":
-        raise ConfigError(
-            f"{run_dir} is {describe_kind(raw['task'])}, not a translation run; train one "
-            "with `attnkit train --run DIR`"
-        )
+        raise wrong_kind(run_dir, raw["task"], "translation")
     with stored_config(run_dir):
         cfg = run_config_from_dict(raw, derived=True)
         check_model_size(from_dict(model_config_class(cfg.model_type), cfg.model, "model"), "model")

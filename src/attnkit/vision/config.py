@@ -16,7 +16,7 @@ from typing import Any
 
 from attnkit.config import ConfigError, TrainConfig, ViTConfig, from_dict, section, to_dict
 from attnkit.models.size import check_model_size
-from attnkit.training.runfolder import read_run_config, stored_config
+from attnkit.training.runfolder import read_run_config, stored_config, wrong_kind
 
 __all__ = [
     "BUILTIN_DATA",
@@ -202,11 +202,7 @@ def load_vision_config(run_dir: str | Path) -> tuple[VisionRunConfig, list[str]]
     """Read an image-classification run's config and class names from ``run_dir/config.json``."""
     raw = read_run_config(run_dir, train_command="attnkit train-vit")
     if raw.get("task") != "classification":
-        raise ConfigError(
-            f"{run_dir} is not an image-classification run (task "
-            f"{raw.get('task', 'translation')!r}); train one with `attnkit "
-            "train-vit --run DIR`"
-        )
+        raise wrong_kind(run_dir, raw.get("task", "translation"), "classification")
     classes = raw.get("classes")
     if not isinstance(classes, list) or not classes:
         raise ConfigError(f"{run_dir}/config.json has no class names; retrain the run")
