@@ -12,6 +12,7 @@ from attnkit.cli import main
 from attnkit.data.batching import TokenBucketSampler, padding_fraction
 from attnkit.data.errors import DataError
 from attnkit.textclass.data import (
+    LabelledTexts,
     LengthBuckets,
     read_labelled,
     resolve_labels,
@@ -159,6 +160,37 @@ def test_bad_data_is_one_line_naming_file_and_line(
     assert len(err.splitlines()) == 1 and err.startswith("attnkit finetune: error: "), err
     assert where.replace("train.tsv", name) in err, err
     assert not (tmp_path / "run" / "config.json").exists()
+
+
+def test_a_label_column_holding_text_is_named_so(tmp_path: Path) -> None:
+    """Swapped columns, or translation pairs with --label-column: the held-out rows' "labels"
+    are sentences the training part lacks (was: "label ... does not occur in the training data
+    FILE", though it was in FILE, with ten sentences listed as its labels)."""
+    pairs = "".join(f"sentence number {i}\tphrase numéro {i}\n" for i in range(60))
+    rows = read_labelled(
+        write(tmp_path / "pairs.tsv", "text\tlabel\n" + pairs), label_column="label"
+    )
+    kept, held = split_labelled(rows, 0.1, seed=0)
+    with pytest.raises(DataError, match=r"pairs.tsv: the label column 'label' has 54 different "):
+        resolve_labels(kept, held)
+    # a few classes, one missing from the part kept for training: that part is named
+    few = "".join(f"{i}\t{'pos' if i else 'neu'}\n" for i in range(40)) + "x\tneg\n"
+    rows = read_labelled(write(tmp_path / "few.tsv", "text\tlabel\n" + few))
+
+    def subset(keep: bool) -> LabelledTexts:
+        rows_ = [i for i in range(len(rows)) if (rows.labels[i] != "neg") == keep]
+        return LabelledTexts(
+            rows.path,
+            [rows.texts[i] for i in rows_],
+            [rows.labels[i] for i in rows_],
+            [rows.lines[i] for i in rows_],
+            rows.text_column,
+            rows.label_column,
+        )
+
+    kept, held = subset(True), subset(False)
+    with pytest.raises(DataError, match=r"'neg' does not occur .*\(the part kept for training\)"):
+        resolve_labels(kept, held)
 
 
 def test_regression_labels_must_be_numbers(tmp_path: Path) -> None:

@@ -353,9 +353,18 @@ def resolve_labels(train: LabelledTexts, valid: LabelledTexts, problem: str = "a
     index = {name: k for k, name in enumerate(names)}
     for i, label in enumerate(valid.labels):
         if label not in index:
+            if len(names) > 20 and len(names) > len(train) // 2:  # one "class" per row or so
+                raise DataError(
+                    f"{train.path}: the label column {train.label_column!r} has {len(names)} "
+                    f"different values in {len(train)} training rows: it holds text, not "
+                    "classes (columns swapped, or not a labelled file?); choose the columns "
+                    "with --text-column and --label-column"
+                )
+            part = " (the part kept for training)" if same_file else ""
             raise DataError(
                 f"{valid.where(i)}: label {label!r} does not occur in the training data "
-                f"{train.path} (its labels: {names[:10]}{' ...' if len(names) > 10 else ''})"
+                f"{train.path}{part} (its labels: {names[:10]}"
+                f"{' ...' if len(names) > 10 else ''})"
             )
     return Labels(
         problem,
