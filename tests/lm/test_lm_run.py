@@ -284,3 +284,15 @@ def test_a_run_given_as_a_pretrained_model_folder_is_named_as_a_run(
     err = capsys.readouterr().err
     assert f"{lm_run[0]} is a language-model run of attnkit, not a pretrained model folder" in err
     assert "commands take a run with --run" in err
+
+
+def test_evaluate_options_of_translation_runs_are_refused_for_a_language_model(
+    lm_run: tuple[Path, Any], text_file: Path, capsys, tmp_path: Path
+) -> None:
+    """(was: --beam and --out ignored, exit 0, no file written)"""
+    argv = ["evaluate", "--run", str(lm_run[0]), "--data", str(text_file)]
+    assert main([*argv, "--beam", "5", "--out", str(tmp_path / "h.txt")]) == 2
+    err = capsys.readouterr().err
+    assert "--beam and --out apply to translation runs only" in err and "language-model run" in err
+    assert not (tmp_path / "h.txt").exists()
+    assert main(argv) == 0

@@ -270,6 +270,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from attnkit.training.runfolder import run_kind
 
     kind = run_kind(args.run)
+    given = [flag for flag, value in (("--beam", args.beam), ("--out", args.out)) if value]
+    if kind in ("lm", "textclass") and given:  # (was: ignored without a word)
+        from attnkit.training.runfolder import describe_kind
+
+        raise ValueError(
+            f"{' and '.join(given)} apply to translation runs only; {args.run} is "
+            f"{describe_kind(kind)}: leave {'them' if len(given) > 1 else 'it'} out"
+        )
     if kind == "lm":
         from attnkit.cli.lm import evaluate_lm
 
