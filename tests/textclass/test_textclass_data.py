@@ -12,7 +12,6 @@ from attnkit.cli import main
 from attnkit.data.batching import TokenBucketSampler, padding_fraction
 from attnkit.data.errors import DataError
 from attnkit.textclass.data import (
-    LabelledTexts,
     LengthBuckets,
     read_labelled,
     resolve_labels,
@@ -177,18 +176,8 @@ def test_a_label_column_holding_text_is_named_so(tmp_path: Path) -> None:
     few = "".join(f"{i}\t{'pos' if i else 'neu'}\n" for i in range(40)) + "x\tneg\n"
     rows = read_labelled(write(tmp_path / "few.tsv", "text\tlabel\n" + few))
 
-    def subset(keep: bool) -> LabelledTexts:
-        rows_ = [i for i in range(len(rows)) if (rows.labels[i] != "neg") == keep]
-        return LabelledTexts(
-            rows.path,
-            [rows.texts[i] for i in rows_],
-            [rows.labels[i] for i in rows_],
-            [rows.lines[i] for i in rows_],
-            rows.text_column,
-            rows.label_column,
-        )
-
-    kept, held = subset(True), subset(False)
+    kept = rows.subset([i for i in range(len(rows)) if rows.labels[i] != "neg"])
+    held = rows.subset([i for i in range(len(rows)) if rows.labels[i] == "neg"])
     with pytest.raises(DataError, match=r"'neg' does not occur .*\(the part kept for training\)"):
         resolve_labels(kept, held)
 

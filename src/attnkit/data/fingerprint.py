@@ -4,13 +4,14 @@ A run resumes "exactly": the same batches in the same order. That holds only for
 run started with; a resume over an edited or replaced file would go on training on other
 examples (and pick its best checkpoint across two validation sets) without a word. Tasks store
 :func:`fingerprint` of their encoded data in their checkpoint state and compare it on resume
-with :func:`check_same_data`.
+(:class:`DataIdentity`).
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -18,7 +19,7 @@ from torch import Tensor
 
 from attnkit.config import ConfigError
 
-__all__ = ["DataChangedError", "fingerprint", "check_same_data"]
+__all__ = ["DataChangedError", "DataIdentity", "fingerprint"]
 
 
 class DataChangedError(ConfigError):
@@ -64,22 +65,39 @@ def _update(digest: Any, part: Any) -> None:
     digest.update(b"\0")
 
 
-def check_same_data(saved: str | None, now: str, size_then: Any, size_now: Any, fix: str) -> None:
-    """Refuse to resume over changed data (``saved`` None: a checkpoint older than this check).
+@dataclass(frozen=True)
+class DataIdentity:
+    """What a task's data was: its :func:`fingerprint` and its size in words for messages
+    ("6,920 tokens"). A task keeps one, adds :meth:`state` to its checkpoint state and calls
+    :meth:`check` on resume."""
 
-    Args:
-        saved: the checkpoint's fingerprint.
-        now: the fingerprint of the data read now.
-        size_then: the data's size when saved, for the message (e.g. "402,150 tokens").
-        size_now: its size now.
-        fix: what the user should do, ending the message.
+    fingerprint: str
+    size: str
 
-    Raises:
-        DataChangedError: one line with both sizes and ``fix``.
-    """
-    if saved is not None and saved != now:
-        same = " (same size, other content)" if size_then == size_now else ""
-        raise DataChangedError(
-            f"the data changed since this checkpoint was saved: {size_then} then, {size_now} "
-            f"now{same}; {fix}"
-        )
+    @classmethod
+    def of(cls, size: str, *parts: Tensor | Sequence[Any]) -> DataIdentity:
+        """The identity of the data ``parts`` (see :func:`fingerprint`), described as ``size``."""
+        return cls(fingerprint(*parts), size)
+
+    def state(self) -> dict[str, str]:
+        """The entries a task adds to its checkpoint state."""
+        return {"data": self.fingerprint, "data_size": self.size}
+
+    def check(self, state: dict[str, Any], fix: str) -> None:
+        """Refuse to resume from ``state`` over other data (a state without a fingerprint, from
+        a checkpoint older than this check, is accepted).
+
+        Args:
+            state: the task's checkpoint state.
+            fix: what the user should do, ending the message.
+
+        Raises:
+            DataChangedError: one line with both sizes and ``fix``.
+        """
+        saved, then = state.get("data"), state.get("data_size")
+        if saved is not None and saved != self.fingerprint:
+            same = " (same size, other content)" if then == self.size else ""
+            raise DataChangedError(
+                f"the data changed since this checkpoint was saved: {then} then, {self.size} "
+                f"now{same}; {fix}"
+            )

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from attnkit.data.fingerprint import check_same_data, fingerprint
+from attnkit.data.fingerprint import DataIdentity
 from attnkit.lm.data import TextData, bits_per_character, eval_windows, train_windows
 from attnkit.training import distributed as dist
 from attnkit.training.losses import linear_cross_entropy, perplexity
@@ -138,7 +138,8 @@ class LMTask:
         self.device = torch.device(device or "cpu")
         self.valid = torch.cat([data.train[-1:], data.valid])  # (1 + M,) context, then text
         self.epoch, self.position = 0, 0  # batches already yielded in this epoch (resume)
-        self.data_fingerprint = fingerprint(data.train, data.valid)
+        tokens = f"{len(data.train) + len(data.valid):,} tokens"
+        self.data_identity = DataIdentity.of(tokens, data.train, data.valid)
 
     def batches_per_epoch(self) -> int:
         return max(1, len(self.data.train) // (self.batch_size * self.block_size))
@@ -187,22 +188,11 @@ class LMTask:
     def state_dict(self) -> dict[str, Any]:
         """The data position (epoch, batches done) saved in checkpoints for an exact resume,
         and what the data was (its fingerprint and size)."""
-        return {
-            "epoch": self.epoch,
-            "position": self.position,
-            "data": self.data_fingerprint,
-            "tokens": self._tokens(),
-        }
-
-    def _tokens(self) -> str:
-        return f"{len(self.data.train) + len(self.data.valid):,} tokens"
+        return {"epoch": self.epoch, "position": self.position, **self.data_identity.state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        check_same_data(
-            state.get("data"),
-            self.data_fingerprint,
-            state.get("tokens"),
-            self._tokens(),
+        self.data_identity.check(
+            state,
             "resume with the text the run started with (data.source in its config.json), or "
             "continue from it in a new run: attnkit train-lm --init-from RUN --run NEW",
         )

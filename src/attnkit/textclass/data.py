@@ -85,6 +85,17 @@ class LabelledTexts:
         """``FILE: line N`` of row ``i``."""
         return f"{self.path}: line {self.lines[i]}"
 
+    def subset(self, rows: Sequence[int]) -> LabelledTexts:
+        """The rows ``rows`` (indices, in the order given) of the same file."""
+        return LabelledTexts(
+            self.path,
+            [self.texts[i] for i in rows],
+            [self.labels[i] for i in rows],
+            [self.lines[i] for i in rows],
+            self.text_column,
+            self.label_column,
+        )
+
 
 def _format(path: Path) -> str:
     suffix = path.suffix.lower()
@@ -258,18 +269,8 @@ def split_labelled(
         raise DataError(f"{data.path}: {len(data)} row(s) cannot be split; pass --valid FILE")
     held = set(order[:cut])
 
-    def part(keep: bool) -> LabelledTexts:
-        rows = [i for i in range(len(data)) if (i in held) != keep]
-        return LabelledTexts(
-            data.path,
-            [data.texts[i] for i in rows],
-            [data.labels[i] for i in rows],
-            [data.lines[i] for i in rows],
-            data.text_column,
-            data.label_column,
-        )
-
-    return part(True), part(False)
+    kept = [i for i in range(len(data)) if i not in held]
+    return data.subset(kept), data.subset(sorted(held))
 
 
 def _number(label: str) -> float | None:

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from attnkit.data.batching import TokenBucketSampler
-from attnkit.data.fingerprint import check_same_data, fingerprint
+from attnkit.data.fingerprint import DataIdentity
 from attnkit.evaluation.classification import confusion_matrix, macro_f1, pearson, spearman
 from attnkit.textclass.data import LengthBuckets, pad_batch
 from attnkit.training import distributed as dist
@@ -223,8 +223,9 @@ class TextClassTask:
         self.metric, self.mode = metric, mode
         self.lr, self.layer_lr_decay = lr, layer_lr_decay
         self.device = torch.device(device)
-        self.data_fingerprint = fingerprint(
-            self.train_ids, train_targets, self.valid_ids, valid_targets
+        texts = f"{len(self.train_ids):,} training and {len(self.valid_ids):,} validation texts"
+        self.data_identity = DataIdentity.of(
+            texts, self.train_ids, train_targets, self.valid_ids, valid_targets
         )
         lengths = [len(x) for x in self.train_ids]
         self.sampler: LengthBuckets | TokenBucketSampler
@@ -305,21 +306,11 @@ class TextClassTask:
 
     def state_dict(self) -> dict[str, Any]:
         """The batch order's state, and what the data was (its fingerprint and size)."""
-        return {
-            "sampler": self.sampler.state_dict(),
-            "data": self.data_fingerprint,
-            "examples": self._examples(),
-        }
-
-    def _examples(self) -> str:
-        return f"{len(self.train_ids):,} training and {len(self.valid_ids):,} validation texts"
+        return {"sampler": self.sampler.state_dict(), **self.data_identity.state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        check_same_data(
-            state.get("data"),
-            self.data_fingerprint,
-            state.get("examples"),
-            self._examples(),
+        self.data_identity.check(
+            state,
             "resume with the files the run started with (data.source and data.valid in its "
             "config.json), or fine-tune a new run",
         )

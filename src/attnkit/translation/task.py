@@ -29,7 +29,7 @@ from attnkit.data.batching import (
 )
 from attnkit.data.corpora import group_references, load_corpus, split_pairs
 from attnkit.data.errors import DataError
-from attnkit.data.fingerprint import check_same_data, fingerprint
+from attnkit.data.fingerprint import DataIdentity
 from attnkit.data.text import PAD_ID, tidy_punctuation_spacing
 from attnkit.data.tokenizers import SentencePieceTokenizer, Tokenizer, WordTokenizer, load_tokenizer
 from attnkit.decoding import beam_search, greedy_decode
@@ -279,7 +279,8 @@ class TranslationTask:
             num_replicas=dist.world_size(),
             rank=dist.rank(),
         )
-        self.data_fingerprint = fingerprint(data.train, data.valid)
+        pairs = f"{len(data.train):,} training and {len(data.valid):,} validation pairs"
+        self.data_identity = DataIdentity.of(pairs, data.train, data.valid)
 
     def batches_per_epoch(self) -> int:
         return len(self.sampler)
@@ -303,21 +304,11 @@ class TranslationTask:
 
     def state_dict(self) -> dict[str, Any]:
         """The batch order's state, and what the data was (its fingerprint and size)."""
-        return {
-            "sampler": self.sampler.state_dict(),
-            "data": self.data_fingerprint,
-            "pairs": self._pairs(),
-        }
-
-    def _pairs(self) -> str:
-        return f"{len(self.data.train):,} training and {len(self.data.valid):,} validation pairs"
+        return {"sampler": self.sampler.state_dict(), **self.data_identity.state()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        check_same_data(
-            state.get("data"),
-            self.data_fingerprint,
-            state.get("pairs"),
-            self._pairs(),
+        self.data_identity.check(
+            state,
             "resume with the files the run started with (data.source and data.valid in its "
             "config.json), or train a new run",
         )
