@@ -41,8 +41,10 @@ FRA_ENG_SHA1 = "94646ad1522d915e7b0f9296181140edcf86a4f5"
 
 _CORPUS_NAMES = ("fra.txt", "train.txt", "train.tsv")  # looked for, in this order
 _HINT = "pass --data dates|fra-eng|PATH"
-#: The header of a labelled text file (``attnkit finetune``'s data), never of a pair corpus.
-_LABELLED_HEADER = ({"sentence", "text"}, {"label"})
+#: Column names of a labelled text file's header (``attnkit finetune``'s data, never a pair
+#: corpus's), in order of preference: the text, the label.
+TEXT_COLUMNS = ("sentence", "text")
+LABEL_COLUMNS = ("label",)
 
 
 def _pick(names: Sequence[str]) -> str | None:
@@ -156,8 +158,7 @@ def read_pairs(
 def _is_labelled_header(columns: list[str]) -> bool:
     """Whether a first line names a text column and a label column (in either order)."""
     names = {c.strip().lower() for c in columns}
-    texts, labels = _LABELLED_HEADER
-    return bool(names & texts) and bool(names & labels)
+    return bool(names.intersection(TEXT_COLUMNS)) and bool(names.intersection(LABEL_COLUMNS))
 
 
 def default_cache_dir() -> Path:

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
+from attnkit.data import corpora
 from attnkit.data.batching import check_replicas, pad_sequences
 from attnkit.data.errors import AdvisedError, DataError
 from attnkit.data.tokenizers import Tokenizer, load_tokenizer
@@ -58,9 +59,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-#: Column names found without ``text_column`` / ``label_column``, in order of preference.
-TEXT_COLUMNS = ("sentence", "text")
-LABEL_COLUMNS = ("label",)
+#: Column names found without ``text_column`` / ``label_column``, in order of preference
+#: (:mod:`attnkit.data.corpora` knows them too: a translation command refuses such a file).
+TEXT_COLUMNS, LABEL_COLUMNS = corpora.TEXT_COLUMNS, corpora.LABEL_COLUMNS
 
 
 class ColumnError(AdvisedError):
